@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from trio_sock import Server, ServerConfig, TcpAddress, UnixAddress, serve
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A fresh directory with a short path: Unix socket paths must fit in 107 bytes."""
+    directory = Path(tempfile.mkdtemp(prefix="ts-", dir="/tmp"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def server_config(short_tmp: Path) -> ServerConfig:
+    """A config with one Unix socket in ``short_tmp`` and TCP on a free loopback port."""
+    return ServerConfig(
+        addresses=(UnixAddress(str(short_tmp / "sock")), TcpAddress("127.0.0.1", 0)),
+        grace=1.0,
+    )
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery, server_config: ServerConfig) -> AsyncIterator[Server]:
+    """A server running in the test's nursery; cancelled when the test ends."""
+    yield await nursery.start(serve, server_config)

@@ -1,0 +1,149 @@
+"""Helpers for tests that run the real command line in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import attrs
+
+from trio_sock.config import Address, TcpAddress, UnixAddress, parse_address
+
+READY_PREFIX = "server waiting on "
+#: Generous: a loaded CI machine may take a while to start Python and import Trio.
+START_TIMEOUT = 20.0
+
+
+def cli(*args: str) -> list[str]:
+    """The command line of ``python -m trio_sock ARGS``, with this interpreter."""
+    return [sys.executable, "-m", "trio_sock", *args]
+
+
+@attrs.define
+class ServerProcess:
+    """A ``python -m trio_sock server`` subprocess whose ready line has been read."""
+
+    process: subprocess.Popen[bytes]
+    addresses: list[Address]
+    _stderr: Path
+
+    def unix(self) -> UnixAddress:
+        """The first Unix address in the ready line."""
+        return next(a for a in self.addresses if isinstance(a, UnixAddress))
+
+    def tcp(self) -> TcpAddress:
+        """The first TCP address in the ready line."""
+        return next(a for a in self.addresses if isinstance(a, TcpAddress))
+
+    def stderr(self) -> str:
+        """Everything the server wrote to stderr so far."""
+        return self._stderr.read_text()
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        """Wait for the exit; returns the exit code."""
+        return self.process.wait(timeout=timeout)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signal the server and wait for its exit; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_server(
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    timeout: float = START_TIMEOUT,
+) -> ServerProcess:
+    """Start the server with ``args`` in ``cwd`` and wait for its ready line (never a sleep).
+
+    Raises:
+        AssertionError: the server exited, or printed no ready line in time;
+            the message holds its stderr.
+    """
+    stderr_file = Path(tempfile.mkstemp(prefix="ts-stderr-", dir=cwd)[1])
+    with stderr_file.open("wb") as stderr:
+        process = subprocess.Popen(
+            cli("server", *args),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            preexec_fn=preexec_fn,
+        )
+    assert process.stdout is not None
+    line = _read_line(process.stdout.fileno(), timeout)
+    if not line.startswith(READY_PREFIX):
+        process.kill()
+        process.wait()
+        raise AssertionError(
+            f"no ready line; stdout {line!r}, exit {process.returncode},"
+            f" stderr:\n{stderr_file.read_text()}"
+        )
+    words = line.removeprefix(READY_PREFIX).split()
+    return ServerProcess(process, [parse_address(word) for word in words], stderr_file)
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    data = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while not data.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode()
+
+
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 30.0, input: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m trio_sock ARGS`` to completion, capturing text output."""
+    return subprocess.run(
+        cli(*args),
+        cwd=cwd,
+        input=input.decode() if input is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_no_traceback(*texts: str) -> None:
+    for text in texts:
+        assert "Traceback" not in text, text
+
+
+def one_line(text: str) -> str:
+    """The single non-empty line of ``text``; fails if there are more or none."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def command_words(args: Sequence[str]) -> str:
+    return " ".join(args)

@@ -1,0 +1,49 @@
+"""trio_sock: the sockets chapter's increment server and client, as a Trio service.
+
+Serve under your own nursery::
+
+    server = await nursery.start(trio_sock.serve, trio_sock.ServerConfig())
+    print(server.addresses)
+
+and ask it with ``await trio_sock.send_char(trio_sock.ClientConfig(char="A"))``.
+"""
+
+from ._version import __version__ as __version__
+from .client import exchange as exchange
+from .client import open_stream as open_stream
+from .client import send_char as send_char
+from .config import Address as Address
+from .config import ClientConfig as ClientConfig
+from .config import ServerConfig as ServerConfig
+from .config import TcpAddress as TcpAddress
+from .config import UnixAddress as UnixAddress
+from .config import parse_address as parse_address
+from .errors import ClientTimeoutError as ClientTimeoutError
+from .errors import ConnectError as ConnectError
+from .errors import ListenError as ListenError
+from .errors import ProtocolError as ProtocolError
+from .errors import TrioSockError as TrioSockError
+from .protocol import increment as increment
+from .server import Server as Server
+from .server import serve as serve
+
+__all__ = [
+    "Address",
+    "ClientConfig",
+    "ClientTimeoutError",
+    "ConnectError",
+    "ListenError",
+    "ProtocolError",
+    "Server",
+    "ServerConfig",
+    "TcpAddress",
+    "TrioSockError",
+    "UnixAddress",
+    "__version__",
+    "exchange",
+    "increment",
+    "open_stream",
+    "parse_address",
+    "send_char",
+    "serve",
+]

@@ -1,0 +1,3 @@
+from trio_sock.cli import main_exit
+
+main_exit()

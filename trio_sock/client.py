@@ -1,0 +1,185 @@
+"""The chapter's client: connect, send a character, read back its successor.
+
+Every OS error is translated here, once, into an error whose message names the
+address, says what went wrong and what to do (``start one with: ...``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shlex
+import socket
+from typing import Final
+
+import trio
+
+from .config import (
+    DEFAULT_TCP_HOST,
+    DEFAULT_TCP_PORT,
+    DEFAULT_UNIX_PATH,
+    Address,
+    ClientConfig,
+    TcpAddress,
+    UnixAddress,
+)
+from .errors import ClientTimeoutError, ConnectError, ProtocolError
+
+_log = logging.getLogger("trio_sock.client")
+
+#: With ``--wait``, the first retry comes this soon: a server that is starting
+#: binds in milliseconds.
+FIRST_RETRY_PAUSE: Final = 0.02
+#: Retries back off up to this pause, so a long wait costs a few attempts a second.
+MAX_RETRY_PAUSE: Final = 0.5
+#: A Unix server whose listen queue is full answers EAGAIN instead of queueing
+#: us: it is busy, not gone.  Knock again this soon, within the timeout.
+QUEUE_FULL_PAUSE: Final = 0.01
+
+# These mean "no server there yet": worth retrying while --wait lasts.
+_NOT_THERE_YET: Final = frozenset({errno.ENOENT, errno.ECONNREFUSED})
+
+
+def start_command(address: Address) -> str:
+    """The command that starts a server a client with ``address`` would reach."""
+    command = "python -m trio_sock server"
+    if address == UnixAddress(DEFAULT_UNIX_PATH) or address == TcpAddress(
+        DEFAULT_TCP_HOST, DEFAULT_TCP_PORT
+    ):
+        return command
+    if isinstance(address, UnixAddress):
+        return f"{command} --unix {shlex.quote(address.path)}"
+    return f"{command} --tcp {str(address).removeprefix('tcp:')}"
+
+
+def _connect_error(address: Address, exc: OSError) -> ConnectError:
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, socket.gaierror):
+        hint = "check the host name"
+    elif exc.errno in _NOT_THERE_YET:
+        hint = f"is the server running? start one with: {start_command(address)}"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        hint = "the socket file's permissions keep you out (the server's --socket-mode)"
+    else:
+        hint = f"is the server running? start one with: {start_command(address)}"
+    return ConnectError(f"{address}: {reason}; {hint}", errno=exc.errno)
+
+
+async def _connect(family: int, sockaddr: str | tuple[object, ...]) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        while True:
+            try:
+                sock.connect(sockaddr)
+                return sock
+            except BlockingIOError as exc:
+                if exc.errno != errno.EINPROGRESS:
+                    await trio.sleep(QUEUE_FULL_PAUSE)
+                    continue
+            # TCP: the handshake is under way; writable means it is decided.
+            await trio.lowlevel.wait_writable(sock)
+            failure = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if failure:
+                raise OSError(failure, os.strerror(failure))
+            return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def open_stream(address: Address) -> trio.SocketStream:
+    """Connect to a trio_sock server (or any stream server) at ``address``.
+
+    Raises:
+        ConnectError: nothing accepts there, or the host is unknown; the message
+            says how to start a server.
+    """
+    try:
+        if isinstance(address, UnixAddress):
+            sock = await _connect(socket.AF_UNIX, address.sockaddr)
+        else:
+            targets = await trio.socket.getaddrinfo(
+                address.host, address.port, type=socket.SOCK_STREAM
+            )
+            failure: OSError = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+            for family, _, _, _, sockaddr in targets:
+                try:
+                    sock = await _connect(family, sockaddr)
+                    break
+                except OSError as exc:
+                    failure = exc
+            else:
+                raise failure
+    except OSError as exc:
+        raise _connect_error(address, exc) from exc
+    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+
+
+async def exchange(address: Address, data: bytes) -> bytes:
+    """Send ``data`` and return the server's reply, which has the same length.
+
+    Raises:
+        ConnectError: the server is not there.
+        ProtocolError: it closed the connection before replying in full.
+    """
+    stream = await open_stream(address)
+    reply = bytearray()
+    try:
+        await stream.send_all(data)
+        while len(reply) < len(data):
+            chunk = await stream.receive_some(len(data) - len(reply))
+            if not chunk:
+                break
+            reply += chunk
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else "broken"
+        raise ProtocolError(
+            f"{address}: the connection broke before the reply ({reason}); see the server's log"
+        ) from exc
+    finally:
+        await stream.aclose()
+    if len(reply) < len(data):
+        raise ProtocolError(
+            f"{address}: the server closed the connection after {len(reply)} of"
+            f" {len(data)} reply bytes; see the server's log"
+        )
+    return bytes(reply)
+
+
+async def send_char(config: ClientConfig) -> str:
+    """The book's client: send ``config.char``, return the character the server sends back.
+
+    With ``config.wait``, a server that is not there yet (no socket file,
+    connection refused) is retried with backoff for that long.
+
+    Raises:
+        ConnectError: no server, even after waiting.
+        ClientTimeoutError: connecting and the reply took longer than ``config.timeout``.
+        ProtocolError: the server closed the connection without replying.
+    """
+    data = config.char.encode("latin-1")
+    retry_until = trio.current_time() + config.wait
+    pause = FIRST_RETRY_PAUSE
+    while True:
+        try:
+            reply = await _exchange_within(config, data)
+        except ConnectError as exc:
+            if exc.errno not in _NOT_THERE_YET or trio.current_time() + pause > retry_until:
+                raise
+            _log.debug("%s; retrying in %.2fs", exc, pause)
+            await trio.sleep(pause)
+            pause = min(pause * 2, MAX_RETRY_PAUSE)
+            continue
+        return reply.decode("latin-1")
+
+
+async def _exchange_within(config: ClientConfig, data: bytes) -> bytes:
+    with trio.move_on_after(config.timeout):
+        return await exchange(config.address, data)
+    raise ClientTimeoutError(
+        f"{config.address}: no reply within {config.timeout:g}s; the server may be"
+        " stuck or busy with other clients (see its --max-clients)"
+    )

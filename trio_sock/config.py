@@ -1,0 +1,256 @@
+"""Addresses and configuration: small frozen attrs classes that validate themselves.
+
+Nothing here opens a socket.  Each class checks its own fields, so a config that
+exists is a config that makes sense; misuse raises ``TypeError`` or
+``ValueError`` showing the bad value.  Checks that need the filesystem or the
+kernel (does the directory exist, is the port free) belong to ``listeners``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+#: The book's Unix socket, created in the current directory.
+DEFAULT_UNIX_PATH: Final = "server_socket"
+#: The book's port, 9734, on loopback: reachable from other machines only when asked.
+DEFAULT_TCP_HOST: Final = "127.0.0.1"
+DEFAULT_TCP_PORT: Final = 9734
+#: Below the usual soft limit of 1024 open files, leaving room for the listeners,
+#: stdio and logs, so the default never runs the process out of descriptors.
+DEFAULT_MAX_CLIENTS: Final = 1000
+#: Long enough for a person typing into ``nc``; short enough that an abandoned
+#: connection frees its slot within a minute.
+DEFAULT_IDLE_TIMEOUT: Final = 60.0
+#: As the contract says: active clients get five seconds to finish at shutdown.
+DEFAULT_GRACE: Final = 5.0
+#: Only the server's own user may connect, unless asked otherwise.
+DEFAULT_SOCKET_MODE: Final = 0o600
+#: Connecting to a Unix socket takes microseconds; the reply, one scheduler tick.
+#: Ten seconds means something is wrong, not slow.
+DEFAULT_CLIENT_TIMEOUT: Final = 10.0
+
+
+def _check_seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{attribute.name} must be a number of seconds, not {value!r}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{attribute.name} must be 0 or more seconds, not {value!r}")
+
+
+def _check_positive_seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    _check_seconds(_, attribute, value)
+    if value == 0:
+        raise ValueError(f"{attribute.name} must be more than 0 seconds, not {value!r}")
+
+
+def _check_count(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an int, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be 1 or more, not {value!r}")
+
+
+def _check_unix_path(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"a Unix socket path must be a str, not {value!r}")
+    if value in ("", "@"):
+        raise ValueError(f"a Unix socket path must not be empty, got {value!r}")
+    if "\0" in value:
+        raise ValueError(f"a Unix socket path must not contain NUL bytes, got {value!r}")
+
+
+@attrs.frozen
+class UnixAddress:
+    """A Unix-domain stream socket: a file path, or ``@NAME`` in Linux's abstract namespace."""
+
+    path: str = attrs.field(validator=_check_unix_path)
+    """The socket file's path, relative to the current directory or absolute;
+    ``@NAME`` names an abstract socket, which has no file at all."""
+
+    @property
+    def is_abstract(self) -> bool:
+        """True for ``@NAME``: no file, no permissions, gone when the last socket closes."""
+        return self.path.startswith("@")
+
+    @property
+    def sockaddr(self) -> str:
+        """The address as ``socket.bind`` and ``connect`` want it."""
+        return "\0" + self.path[1:] if self.is_abstract else self.path
+
+    @property
+    def transport(self) -> str:
+        """``"unix"``, as logs name it."""
+        return "unix"
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}"
+
+
+def _check_host(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"host must be a str, not {value!r}")
+    if not value or any(c.isspace() for c in value) or "[" in value or "]" in value:
+        raise ValueError(f"host must be a name or an IP address without brackets, not {value!r}")
+
+
+def _check_port(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"port must be an int, not {value!r}")
+    if not 0 <= value <= 65535:
+        raise ValueError(f"port must be between 0 and 65535, not {value!r}")
+
+
+@attrs.frozen
+class TcpAddress:
+    """A TCP address: a host name or IP literal, and a port (0 picks a free one)."""
+
+    host: str = attrs.field(validator=_check_host)
+    """A name (``localhost``) or an IP literal, IPv6 without brackets (``::1``)."""
+    port: int = attrs.field(validator=_check_port)
+    """0 to 65535; a listener on 0 gets a free port from the kernel."""
+
+    @classmethod
+    def parse(cls, text: str, *, default_host: str = DEFAULT_TCP_HOST) -> TcpAddress:
+        """Parse ``PORT``, ``HOST:PORT`` or ``[IPV6]:PORT``.
+
+        Args:
+            text: The address as a user typed it.
+            default_host: The host when ``text`` is only a port.
+
+        Raises:
+            ValueError: ``text`` is none of those forms; the message shows it.
+        """
+        if text.startswith("["):
+            host, bracket, port = text[1:].partition("]:")
+            if not bracket:
+                raise ValueError(f"expected [IPV6]:PORT, got {text!r}")
+        elif ":" in text:
+            host, _, port = text.rpartition(":")
+            if ":" in host:
+                raise ValueError(f"put an IPv6 address in brackets, as [{host}]:{port}")
+        else:
+            host, port = default_host, text
+        if not port.isascii() or not port.isdigit():
+            raise ValueError(f"expected [HOST:]PORT with a numeric port, got {text!r}")
+        return cls(host, int(port))
+
+    @property
+    def transport(self) -> str:
+        """``"tcp"``, as logs name it."""
+        return "tcp"
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp:{host}:{self.port}"
+
+
+Address: TypeAlias = UnixAddress | TcpAddress
+
+
+def parse_address(text: str) -> Address:
+    """Parse an address as the ready line prints it, or as a user would type it.
+
+    Accepted forms: ``unix:PATH``, ``@NAME`` (abstract Unix), ``tcp:[HOST:]PORT``,
+    and bare ``[HOST:]PORT`` / ``[IPV6]:PORT`` for TCP.  Anything with a ``/``
+    in it is taken as a Unix path.
+
+    Raises:
+        ValueError: ``text`` is none of those forms.
+    """
+    if text.startswith("unix:"):
+        return UnixAddress(text.removeprefix("unix:"))
+    if text.startswith("tcp:"):
+        return TcpAddress.parse(text.removeprefix("tcp:"))
+    if text.startswith("@") or "/" in text:
+        return UnixAddress(text)
+    return TcpAddress.parse(text)
+
+
+def _to_addresses(value: Iterable[Address]) -> tuple[Address, ...]:
+    return tuple(value)
+
+
+def _check_addresses(_: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+    if not value:
+        raise ValueError("a server needs at least one address to listen on")
+    for address in value:
+        if not isinstance(address, UnixAddress | TcpAddress):
+            raise TypeError(f"expected a UnixAddress or TcpAddress, not {address!r}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"each address may be given only once, got {value!r}")
+
+
+def _check_backlog(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | None):
+        raise TypeError(f"backlog must be an int or None, not {value!r}")
+    if value is not None and value < 1:
+        raise ValueError(f"backlog must be 1 or more, not {value!r}")
+
+
+def _check_mode(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"socket_mode must be an int, not {value!r}")
+    if not 0 <= value <= 0o777:
+        raise ValueError(f"socket_mode must be permission bits 0o000 to 0o777, not {value!r}")
+
+
+DEFAULT_ADDRESSES: Final[tuple[Address, ...]] = (
+    UnixAddress(DEFAULT_UNIX_PATH),
+    TcpAddress(DEFAULT_TCP_HOST, DEFAULT_TCP_PORT),
+)
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """Everything ``serve`` needs to know; change one field with ``attrs.evolve``."""
+
+    addresses: tuple[Address, ...] = attrs.field(
+        default=DEFAULT_ADDRESSES, converter=_to_addresses, validator=_check_addresses
+    )
+    """Where to listen, in order; the default is the book's socket file and port."""
+    once: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    """Read one byte per connection, reply and close, exactly as the book's server."""
+    max_clients: int = attrs.field(default=DEFAULT_MAX_CLIENTS, validator=_check_count)
+    """Clients served at once; the rest wait in the kernel's listen queue, never refused."""
+    delay: float = attrs.field(default=0.0, validator=_check_seconds)
+    """Simulated work before each reply, to watch clients queue."""
+    idle_timeout: float = attrs.field(
+        default=DEFAULT_IDLE_TIMEOUT, validator=_check_positive_seconds
+    )
+    """Drop a client that neither sends nor reads for this long (``math.inf``: never)."""
+    grace: float = attrs.field(default=DEFAULT_GRACE, validator=_check_seconds)
+    """On shutdown, how long active clients may finish before they are cancelled."""
+    backlog: int | None = attrs.field(default=None, validator=_check_backlog)
+    """Listen queue length; ``None`` asks for the most the kernel allows, as Trio does."""
+    socket_mode: int = attrs.field(default=DEFAULT_SOCKET_MODE, validator=_check_mode)
+    """Permission bits of each Unix socket file; it never exists with wider ones."""
+
+
+def _check_char(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"char must be a str, not {value!r}")
+    if len(value) != 1 or ord(value) > 0xFF:
+        raise ValueError(f"char must be one character that is one byte (Latin-1), not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ClientConfig:
+    """What the one-shot client sends, and where."""
+
+    address: Address = attrs.field(
+        default=UnixAddress(DEFAULT_UNIX_PATH),
+        validator=attrs.validators.instance_of(UnixAddress | TcpAddress),
+    )
+    """The server's address; the book's client uses the socket file ``server_socket``."""
+    char: str = attrs.field(default="A", validator=_check_char)
+    """The character to send: one character that is one byte in Latin-1."""
+    timeout: float = attrs.field(default=DEFAULT_CLIENT_TIMEOUT, validator=_check_positive_seconds)
+    """Give up if connecting and getting the reply take longer than this."""
+    wait: float = attrs.field(default=0.0, validator=_check_seconds)
+    """Keep retrying, with backoff, this long while the server is not there yet."""

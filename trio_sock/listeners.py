@@ -1,0 +1,290 @@
+"""Open the listening sockets: Unix-domain (with all socket-file safety) and TCP.
+
+Every rule about socket files lives here and only here:
+
+- a path that exists and is not a socket is never touched;
+- an existing socket is probed with ``connect()``: a live server is never taken
+  over, a stale file (nothing accepts on it) is replaced, with a warning;
+- the socket is bound under a temporary name in the same directory, created
+  with ``--socket-mode`` already applied (umask, then ``chmod``) before
+  ``listen()``, then ``rename()``-d over the target: the file never exists with
+  wider permissions, and a stale file is swapped atomically, with no moment
+  when the path is missing;
+- at exit the file is removed only if the path still names the inode we bound.
+
+Trio has no Unix listener of its own (python-trio/trio#279), hence this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import socket
+import stat
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import trio
+
+from .config import Address, ServerConfig, TcpAddress, UnixAddress
+from .errors import ListenError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+_log = logging.getLogger("trio_sock.listeners")
+
+#: ``sun_path`` is 108 bytes on Linux, and a path needs its terminating NUL
+#: (an abstract name has a leading NUL instead): 107 bytes of name either way.
+SUN_PATH_MAX: Final = 107
+#: Trio's own default backlog: the most there is; the kernel caps it at
+#: ``net.core.somaxconn``.
+DEFAULT_BACKLOG: Final = 0xFFFF
+
+
+@attrs.frozen
+class _SocketFile:
+    """The socket file a listener bound, identified by inode, not by name."""
+
+    path: str
+    device: int
+    inode: int
+
+    def remove(self) -> None:
+        """Unlink the path if it still is the file we bound; leave anything else alone."""
+        try:
+            now = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if (now.st_dev, now.st_ino) != (self.device, self.inode):
+            _log.warning("%s was replaced by another file; leaving it in place", self.path)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+@attrs.define(eq=False)
+class Listener:
+    """A bound, listening, non-blocking socket, and the address it really has.
+
+    Error handling:
+        ``close`` never raises and may be called any number of times: the
+        server calls it as soon as shutdown starts and again on every exit path.
+    """
+
+    socket: socket.socket
+    """The listening socket, non-blocking; the server accepts on it directly."""
+    address: Address
+    """The address as bound: a TCP port of 0 is replaced by the real one."""
+    _socket_file: _SocketFile | None = None
+
+    def close(self) -> None:
+        """Remove our socket file (first, so new clients see no server), then close."""
+        if self._socket_file is not None:
+            self._socket_file.remove()
+            self._socket_file = None
+        self.socket.close()
+
+
+def _explain(address: Address, exc: OSError) -> ListenError:
+    """Translate an OS error into one line that says what to do; the one place that does."""
+    option = "--tcp" if isinstance(address, TcpAddress) else "--unix"
+    if isinstance(exc, socket.gaierror):
+        reason = f"cannot resolve host {address.host!r} ({exc.strerror})"  # type: ignore[union-attr]
+        hint = f"use an IP address or a known host name with {option}"
+    elif exc.errno == errno.EADDRINUSE:
+        reason = "address already in use"
+        hint = f"stop the server using it, or pick another address with {option}"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        reason = "permission denied"
+        if isinstance(address, TcpAddress):
+            hint = f"ports below 1024 need privileges; pick another port with {option}"
+        else:
+            hint = f"pick a directory you may write to with {option}"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        reason = "this machine has no such address"
+        hint = f"use 127.0.0.1, [::1], 0.0.0.0 or [::] with {option}"
+    else:
+        reason = exc.strerror or str(exc)
+        hint = f"check the address given with {option}"
+    return ListenError(f"cannot listen on {address}: {reason}; {hint}", errno=exc.errno)
+
+
+def _check_unix_path(address: UnixAddress) -> None:
+    name = address.path[1:] if address.is_abstract else address.path
+    size = len(os.fsencode(name))
+    if size > SUN_PATH_MAX:
+        raise ListenError(
+            f"cannot listen on {address}: the path is {size} bytes, longer than the"
+            f" {SUN_PATH_MAX} a Unix socket address can hold; use a shorter path with --unix",
+            errno=errno.ENAMETOOLONG,
+        )
+    if address.is_abstract:
+        return
+    directory = os.path.dirname(address.path) or "."
+    if not os.path.isdir(directory):
+        raise ListenError(
+            f"cannot listen on {address}: directory {directory!r} does not exist;"
+            " create it first, or pick another path with --unix",
+            errno=errno.ENOENT,
+        )
+
+
+def _is_stale(address: UnixAddress) -> bool:
+    """Probe what is at the path: True for a stale socket, False for nothing.
+
+    Raises:
+        ListenError: the path is not a socket, or a server accepts on it.
+    """
+    path = address.path
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise ListenError(
+                f"cannot listen on {address}: {path!r} exists and is not a socket, so it is"
+                " left alone; remove it yourself, or pick another path with --unix",
+                errno=errno.EEXIST,
+            )
+    except FileNotFoundError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        # Non-blocking: a live server with a full listen queue answers EAGAIN
+        # instead of making us wait; that still means somebody is listening.
+        probe.setblocking(False)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            return True
+        except FileNotFoundError:
+            return False
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            raise _explain(address, exc) from exc
+    raise ListenError(
+        f"cannot listen on {address}: a server is already listening there;"
+        " stop it first, or pick another path with --unix",
+        errno=errno.EADDRINUSE,
+    )
+
+
+@contextlib.contextmanager
+def _umask_for(mode: int) -> Iterator[None]:
+    # bind() creates the file with 0o777 & ~umask: with this umask it is born
+    # with exactly ``mode``.  The umask is process-wide, but nothing else
+    # creates files while this synchronous block runs.
+    old = os.umask(0o777 & ~mode)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def open_unix_listener(
+    address: UnixAddress, *, backlog: int | None = None, mode: int = 0o600
+) -> Listener:
+    """Bind and listen on a Unix socket, following every rule in this module's docstring.
+
+    Every call here is a local system call that does not block, so the
+    function is synchronous.
+
+    Args:
+        address: The socket file or ``@abstract`` name.
+        backlog: Listen queue length; ``None`` for the most the kernel allows.
+        mode: Permission bits for the socket file (ignored for abstract names).
+
+    Returns:
+        The listener; its ``close()`` removes the file if it is still ours.
+
+    Raises:
+        ListenError: with a message that says what to do.
+    """
+    _check_unix_path(address)
+    queue = DEFAULT_BACKLOG if backlog is None else backlog
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if address.is_abstract:
+        try:
+            sock.bind(address.sockaddr)
+            sock.listen(queue)
+        except OSError as exc:
+            sock.close()
+            raise _explain(address, exc) from exc
+        sock.setblocking(False)
+        return Listener(sock, address)
+
+    path = address.path
+    stale = _is_stale(address)
+    candidate = os.path.join(os.path.dirname(path), f".{secrets.token_hex(4)}.tmp")
+    # No room for a temporary name beside a path this long: bind in place,
+    # accepting a moment without a socket where a stale one is replaced.
+    temporary = candidate if len(os.fsencode(candidate)) <= SUN_PATH_MAX else None
+    try:
+        if stale and temporary is None:
+            os.unlink(path)
+        with _umask_for(mode):
+            sock.bind(temporary or path)
+        os.chmod(temporary or path, mode)
+        sock.listen(queue)
+        bound = os.lstat(temporary or path)
+        if temporary is not None:
+            os.rename(temporary, path)
+    except BaseException as exc:
+        sock.close()
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        if isinstance(exc, OSError) and not isinstance(exc, ListenError):
+            raise _explain(address, exc) from exc
+        raise
+    if stale:
+        _log.warning("replaced the stale socket file %s (nothing was accepting on it)", path)
+    sock.setblocking(False)
+    return Listener(sock, address, _SocketFile(path, bound.st_dev, bound.st_ino))
+
+
+async def open_tcp_listeners(address: TcpAddress, *, backlog: int | None = None) -> list[Listener]:
+    """Listen on a TCP address through ``trio.open_tcp_listeners``.
+
+    A host name may resolve to several addresses (``localhost``: ``::1`` and
+    ``127.0.0.1``); each gets a listener.  Port 0 is reported as the real port.
+
+    Raises:
+        ListenError: with a message that says what to do.
+    """
+    try:
+        opened = await trio.open_tcp_listeners(address.port, host=address.host, backlog=backlog)
+    except OSError as exc:
+        raise _explain(address, exc) from exc
+    listeners = []
+    for listener in opened:
+        # The server accepts on plain non-blocking sockets, so take the fd over.
+        sock = socket.socket(fileno=listener.socket.detach())
+        sock.setblocking(False)
+        host, port = sock.getsockname()[:2]
+        listeners.append(Listener(sock, TcpAddress(host, port)))
+    return listeners
+
+
+async def open_listeners(config: ServerConfig) -> list[Listener]:
+    """Open every listener of ``config``, in order: all of them, or none.
+
+    Raises:
+        ListenError: for the first address that fails; those already open are closed
+            (and their socket files removed) first.
+    """
+    listeners: list[Listener] = []
+    try:
+        for address in config.addresses:
+            if isinstance(address, UnixAddress):
+                listeners.append(
+                    open_unix_listener(address, backlog=config.backlog, mode=config.socket_mode)
+                )
+            else:
+                listeners += await open_tcp_listeners(address, backlog=config.backlog)
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
