@@ -2,13 +2,17 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import trio
 
 from trio_sock import Server, ServerConfig, TcpAddress, UnixAddress, serve
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import trio
 
 
 @pytest.fixture
@@ -31,6 +35,7 @@ def server_config(short_tmp: Path) -> ServerConfig:
 
 
 @pytest.fixture
-async def server(nursery: trio.Nursery, server_config: ServerConfig) -> AsyncIterator[Server]:
+async def server(nursery: trio.Nursery, server_config: ServerConfig) -> Server:
     """A server running in the test's nursery; cancelled when the test ends."""
-    yield await nursery.start(serve, server_config)
+    running: Server = await nursery.start(serve, server_config)
+    return running

@@ -9,12 +9,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
 from trio_sock.config import Address, TcpAddress, UnixAddress, parse_address
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 READY_PREFIX = "server waiting on "
 #: Generous: a loaded CI machine may take a while to start Python and import Trio.
@@ -46,7 +49,7 @@ class ServerProcess:
         """Everything the server wrote to stderr so far."""
         return self._stderr.read_text()
 
-    def signal(self, signum: int) -> None:
+    def send_signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 
     def wait(self, timeout: float = 15.0) -> int:

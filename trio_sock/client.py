@@ -117,6 +117,11 @@ async def open_stream(address: Address) -> trio.SocketStream:
     return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
 
 
+def _closed_early(address: Address, got: int, wanted: int, reason: str) -> str:
+    what = "without replying" if got == 0 else f"after {got} of {wanted} reply bytes"
+    return f"{address}: the server closed the connection {what} ({reason}); see the server's log"
+
+
 async def exchange(address: Address, data: bytes) -> bytes:
     """Send ``data`` and return the server's reply, which has the same length.
 
@@ -136,16 +141,11 @@ async def exchange(address: Address, data: bytes) -> bytes:
     except trio.BrokenResourceError as exc:
         cause = exc.__cause__
         reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else "broken"
-        raise ProtocolError(
-            f"{address}: the connection broke before the reply ({reason}); see the server's log"
-        ) from exc
+        raise ProtocolError(_closed_early(address, len(reply), len(data), reason)) from exc
     finally:
         await stream.aclose()
     if len(reply) < len(data):
-        raise ProtocolError(
-            f"{address}: the server closed the connection after {len(reply)} of"
-            f" {len(data)} reply bytes; see the server's log"
-        )
+        raise ProtocolError(_closed_early(address, len(reply), len(data), "end of stream"))
     return bytes(reply)
 
 

@@ -203,8 +203,8 @@ def open_unix_listener(
     """
     _check_unix_path(address)
     queue = DEFAULT_BACKLOG if backlog is None else backlog
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     if address.is_abstract:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(address.sockaddr)
             sock.listen(queue)
@@ -220,6 +220,7 @@ def open_unix_listener(
     # No room for a temporary name beside a path this long: bind in place,
     # accepting a moment without a socket where a stale one is replaced.
     temporary = candidate if len(os.fsencode(candidate)) <= SUN_PATH_MAX else None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         if stale and temporary is None:
             os.unlink(path)

@@ -282,7 +282,8 @@ async def _reply_until_eof(stream: trio.SocketStream, config: ServerConfig, tall
     with trio.CancelScope(deadline=trio.current_time() + idle) as watchdog:
         while data := await receive_some(RECEIVE_SIZE):
             tally.received += len(data)
-            if delay:
+            if delay:  # simulated work is the server's time, not the client's idleness
+                watchdog.deadline = math.inf
                 await trio.sleep(delay)
                 watchdog.deadline = trio.current_time() + idle
             await send_all(increment(data))

@@ -1,0 +1,333 @@
+"""Socket-file safety and TCP listeners, against real sockets in short temporary paths."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+
+from trio_sock.config import ServerConfig, TcpAddress, UnixAddress
+from trio_sock.errors import ListenError
+from trio_sock.listeners import (
+    SUN_PATH_MAX,
+    Listener,
+    open_listeners,
+    open_tcp_listeners,
+    open_unix_listener,
+)
+
+
+def connects(path: str) -> bool:
+    """True if something accepts connections on ``path`` right now."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+        return True
+
+
+def leave_stale_socket(path: Path) -> None:
+    """What a killed server leaves behind: a socket file nothing listens on."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(path))
+
+
+def test_a_new_socket_file_accepts_connections_with_mode_600(short_tmp: Path) -> None:
+    path = short_tmp / "sock"
+    listener = open_unix_listener(UnixAddress(str(path)))
+    try:
+        mode = os.lstat(path).st_mode
+        assert stat.S_ISSOCK(mode)
+        assert stat.S_IMODE(mode) == 0o600
+        assert connects(str(path))
+        assert listener.address == UnixAddress(str(path))
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("mode", [0o660, 0o666, 0o700, 0o000])
+def test_the_socket_file_gets_exactly_the_mode_asked(short_tmp: Path, mode: int) -> None:
+    path = short_tmp / "sock"
+    listener = open_unix_listener(UnixAddress(str(path)), mode=mode)
+    try:
+        assert stat.S_IMODE(os.lstat(path).st_mode) == mode
+    finally:
+        listener.close()
+
+
+def test_the_socket_file_is_born_with_its_mode_before_anyone_can_see_it(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the widest umask, and chmod made a no-op, the file must still be
+    # created with the mode: it never exists with wider permissions.
+    seen: dict[str, int] = {}
+    real_rename = os.rename
+
+    def spying_rename(source: str, target: str) -> None:
+        seen["mode"] = stat.S_IMODE(os.lstat(source).st_mode)
+        seen["target_exists"] = os.path.exists(target)
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "chmod", lambda *args: None)
+    monkeypatch.setattr(os, "rename", spying_rename)
+    old_umask = os.umask(0)
+    try:
+        listener = open_unix_listener(UnixAddress(str(short_tmp / "sock")), mode=0o640)
+    finally:
+        os.umask(old_umask)
+    listener.close()
+    assert seen == {"mode": 0o640, "target_exists": False}
+
+
+def test_the_process_umask_is_left_as_it_was(short_tmp: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        open_unix_listener(UnixAddress(str(short_tmp / "sock")), mode=0o600).close()
+        assert os.umask(0o027) == 0o027
+    finally:
+        os.umask(old)
+
+
+def test_a_live_servers_socket_is_never_taken_over(short_tmp: Path) -> None:
+    path = short_tmp / "sock"
+    first = open_unix_listener(UnixAddress(str(path)))
+    try:
+        inode = os.lstat(path).st_ino
+        with pytest.raises(ListenError, match="already listening") as caught:
+            open_unix_listener(UnixAddress(str(path)))
+        assert caught.value.errno == errno.EADDRINUSE
+        assert isinstance(caught.value, OSError)
+        assert os.lstat(path).st_ino == inode
+        assert connects(str(path))
+    finally:
+        first.close()
+
+
+def test_a_live_server_with_a_full_queue_still_counts_as_live(short_tmp: Path) -> None:
+    path = short_tmp / "sock"
+    busy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    busy.bind(str(path))
+    busy.listen(0)
+    waiting = []
+    try:
+        for _ in range(8):  # fill the queue: further connects answer EAGAIN
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.setblocking(False)
+            waiting.append(client)
+            try:
+                client.connect(str(path))
+            except BlockingIOError:
+                break
+        with pytest.raises(ListenError, match="already listening"):
+            open_unix_listener(UnixAddress(str(path)))
+        assert path.exists()
+    finally:
+        for client in waiting:
+            client.close()
+        busy.close()
+
+
+def test_a_stale_socket_is_replaced_with_a_warning(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = short_tmp / "sock"
+    leave_stale_socket(path)
+    assert not connects(str(path))
+    with caplog.at_level(logging.WARNING, logger="trio_sock.listeners"):
+        listener = open_unix_listener(UnixAddress(str(path)))
+    try:
+        assert connects(str(path))
+        assert any("stale" in record.getMessage() for record in caplog.records)
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("kind", ["file", "directory", "symlink"])
+def test_a_path_that_is_not_a_socket_is_never_deleted(short_tmp: Path, kind: str) -> None:
+    path = short_tmp / "sock"
+    if kind == "file":
+        path.write_text("precious")
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        leave_stale_socket(short_tmp / "target")
+        path.symlink_to(short_tmp / "target")
+    with pytest.raises(ListenError, match="not a socket") as caught:
+        open_unix_listener(UnixAddress(str(path)))
+    assert "left alone" in str(caught.value)
+    assert os.path.lexists(path)
+    if kind == "file":
+        assert path.read_text() == "precious"
+    assert sorted(p.name for p in short_tmp.iterdir()) == sorted(
+        ["sock", "target"] if kind == "symlink" else ["sock"]
+    )
+
+
+def test_a_path_longer_than_the_kernel_allows_is_refused_up_front(short_tmp: Path) -> None:
+    path = str(short_tmp / ("x" * (SUN_PATH_MAX - len(str(short_tmp)))))
+    assert len(path) == SUN_PATH_MAX + 1
+    with pytest.raises(ListenError, match=f"{SUN_PATH_MAX + 1} bytes") as caught:
+        open_unix_listener(UnixAddress(path))
+    assert caught.value.errno == errno.ENAMETOOLONG
+    assert list(short_tmp.iterdir()) == []
+
+
+def test_an_abstract_name_longer_than_the_kernel_allows_is_refused() -> None:
+    with pytest.raises(ListenError, match="longer than"):
+        open_unix_listener(UnixAddress("@" + "x" * (SUN_PATH_MAX + 1)))
+
+
+def test_a_path_at_the_limit_binds_in_place(short_tmp: Path) -> None:
+    # No room beside it for a longer temporary name: the listener binds in place.
+    path = str(short_tmp / ("x" * (SUN_PATH_MAX - len(str(short_tmp)) - 1)))
+    assert len(path) == SUN_PATH_MAX
+    leave_stale_socket(Path(path))
+    listener = open_unix_listener(UnixAddress(path))
+    try:
+        assert connects(path)
+        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+    finally:
+        listener.close()
+    assert not os.path.lexists(path)
+
+
+def test_a_missing_directory_is_named_in_the_error(short_tmp: Path) -> None:
+    with pytest.raises(ListenError, match="does not exist") as caught:
+        open_unix_listener(UnixAddress(str(short_tmp / "nowhere" / "sock")))
+    assert "nowhere" in str(caught.value)
+    assert caught.value.errno == errno.ENOENT
+
+
+def test_a_failure_after_bind_leaves_no_file_behind(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: socket.socket, backlog: int) -> None:
+        raise OSError(errno.ENOBUFS, "No buffer space available")
+
+    monkeypatch.setattr(socket.socket, "listen", refuse)
+    with pytest.raises(ListenError, match="No buffer space"):
+        open_unix_listener(UnixAddress(str(short_tmp / "sock")))
+    assert list(short_tmp.iterdir()) == []
+
+
+def test_close_removes_the_file_and_may_be_called_again(short_tmp: Path) -> None:
+    path = short_tmp / "sock"
+    listener = open_unix_listener(UnixAddress(str(path)))
+    listener.close()
+    assert not path.exists()
+    listener.close()
+    assert listener.socket.fileno() == -1
+
+
+def test_close_leaves_a_file_that_replaced_ours_in_place(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = short_tmp / "sock"
+    listener = open_unix_listener(UnixAddress(str(path)))
+    path.unlink()
+    path.write_text("somebody else's")
+    with caplog.at_level(logging.WARNING, logger="trio_sock.listeners"):
+        listener.close()
+    assert path.read_text() == "somebody else's"
+    assert any("replaced" in record.getMessage() for record in caplog.records)
+
+
+def test_close_leaves_another_servers_socket_in_place(short_tmp: Path) -> None:
+    path = short_tmp / "sock"
+    ours = open_unix_listener(UnixAddress(str(path)))
+    path.unlink()
+    theirs = open_unix_listener(UnixAddress(str(path)))
+    try:
+        ours.close()
+        assert connects(str(path))
+    finally:
+        theirs.close()
+
+
+def test_an_abstract_name_has_no_file_and_cannot_be_bound_twice(short_tmp: Path) -> None:
+    name = f"@trio_sock-test-{os.getpid()}"
+    first = open_unix_listener(UnixAddress(name))
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect("\0" + name[1:])
+        with pytest.raises(ListenError, match="already in use"):
+            open_unix_listener(UnixAddress(name))
+    finally:
+        first.close()
+    assert list(short_tmp.iterdir()) == []
+
+
+async def test_tcp_port_0_is_reported_as_the_real_port() -> None:
+    (listener,) = await open_tcp_listeners(TcpAddress("127.0.0.1", 0))
+    try:
+        assert isinstance(listener.address, TcpAddress)
+        assert listener.address.host == "127.0.0.1"
+        assert listener.address.port != 0
+        assert listener.address.port == listener.socket.getsockname()[1]
+        assert not listener.socket.getblocking()
+    finally:
+        listener.close()
+
+
+async def test_tcp_port_in_use_says_so_and_what_to_do() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ListenError, match=r"address already in use.*--tcp") as caught:
+            await open_tcp_listeners(TcpAddress("127.0.0.1", port))
+    assert caught.value.errno == errno.EADDRINUSE
+    assert f"tcp:127.0.0.1:{port}" in str(caught.value)
+
+
+async def test_an_unknown_host_is_explained() -> None:
+    with pytest.raises(ListenError, match="cannot resolve host"):
+        await open_tcp_listeners(TcpAddress("no-such-host.invalid", 0))
+
+
+async def test_an_address_this_machine_lacks_is_explained() -> None:
+    with pytest.raises(ListenError, match="no such address"):
+        await open_tcp_listeners(TcpAddress("192.0.2.1", 0))
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="Python was built without IPv6")
+async def test_ipv6_loopback_prints_in_brackets() -> None:
+    try:
+        listeners = await open_tcp_listeners(TcpAddress("::1", 0))
+    except ListenError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    try:
+        (listener,) = listeners
+        assert str(listener.address).startswith("tcp:[::1]:")
+    finally:
+        listener.close()
+
+
+async def test_open_listeners_opens_all_or_none(short_tmp: Path) -> None:
+    path = short_tmp / "sock"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = ServerConfig(addresses=[UnixAddress(str(path)), TcpAddress("127.0.0.1", port)])
+        with pytest.raises(ListenError, match="already in use"):
+            await open_listeners(config)
+    assert not path.exists()
+
+
+async def test_open_listeners_keeps_the_config_order(short_tmp: Path) -> None:
+    config = ServerConfig(
+        addresses=[TcpAddress("127.0.0.1", 0), UnixAddress(str(short_tmp / "sock"))]
+    )
+    listeners: list[Listener] = await open_listeners(config)
+    try:
+        assert [type(listener.address) for listener in listeners] == [TcpAddress, UnixAddress]
+    finally:
+        for listener in listeners:
+            listener.close()
