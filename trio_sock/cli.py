@@ -98,6 +98,16 @@ tcp_address = _argument_type("tcp address", cfg.TcpAddress.parse)
 one_char = _argument_type("char", _char)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show each default once: not for flags, not where the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or action.const:
+            return text
+        return text + " (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line, with every default shown in ``--help``."""
     parser = argparse.ArgumentParser(
@@ -105,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The sockets chapter's increment server and client, on Trio.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{server,client}")
-    helpful = argparse.ArgumentDefaultsHelpFormatter
+    helpful = _HelpFormatter
 
     server = commands.add_parser(
         "server", help="serve clients: each byte comes back plus one", formatter_class=helpful
@@ -117,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         default=None,
         help="listen on a Unix socket file, or @NAME in the abstract namespace; repeatable"
-        f" (with neither --unix nor --tcp: {cfg.DEFAULT_UNIX_PATH} and"
+        f" (default, with neither --unix nor --tcp: {cfg.DEFAULT_UNIX_PATH} and"
         f" {cfg.DEFAULT_TCP_HOST}:{cfg.DEFAULT_TCP_PORT})",
     )
     server.add_argument(
@@ -127,10 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[HOST:]PORT",
         default=None,
         help=f"listen on TCP; the host defaults to {cfg.DEFAULT_TCP_HOST}, [::1]:PORT for"
-        " IPv6, 0.0.0.0:PORT for every interface, port 0 for a free one; repeatable",
+        " IPv6, 0.0.0.0:PORT for every interface, port 0 for a free one; repeatable"
+        " (default: see --unix)",
     )
     server.add_argument(
-        "--once", action="store_true", help="read one byte per connection, reply, close"
+        "--once",
+        action="store_true",
+        help="read one byte per connection, reply, close (default: reply until EOF)",
     )
     server.add_argument(
         "--max-clients",
