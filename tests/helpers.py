@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import shlex
 import signal
 import subprocess
 import sys
@@ -101,7 +102,7 @@ def start_server(
             f"no ready line; stdout {line!r}, exit {process.returncode},"
             f" stderr:\n{stderr_file.read_text()}"
         )
-    words = line.removeprefix(READY_PREFIX).split()
+    words = shlex.split(line.removeprefix(READY_PREFIX))
     return ServerProcess(process, [parse_address(word) for word in words], stderr_file)
 
 

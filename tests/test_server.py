@@ -152,6 +152,39 @@ async def test_once_mode_replies_to_one_byte_then_closes(
         assert await stream.receive_some(1) == b""
 
 
+async def test_once_mode_reply_survives_input_the_server_does_not_read(
+    nursery: trio.Nursery, server_config: ServerConfig, transport: str
+) -> None:
+    # Closing with unread input resets the connection, which can destroy the
+    # reply: the server must read and discard the rest first.
+    server = await start(nursery, attrs.evolve(server_config, once=True))
+    for _ in range(20):
+        stream = await connect(pick(server, transport))
+        async with stream:
+            await stream.send_all(b"A\n" + b"x" * 100_000)
+            await stream.send_eof()
+            assert await receive_exactly(stream, 1) == b"B"
+            assert await stream.receive_some(1) == b""
+
+
+async def test_once_mode_frees_the_slot_of_a_client_that_keeps_its_side_open(
+    autojump_clock: trio.testing.MockClock,
+    nursery: trio.Nursery,
+    server_config: ServerConfig,
+) -> None:
+    server = await start(nursery, attrs.evolve(server_config, once=True, idle_timeout=1000))
+    stream = await connect(server.addresses[0])
+    async with stream:
+        await stream.send_all(b"AB")
+        assert await receive_exactly(stream, 1) == b"B"
+        assert await stream.receive_some(1) == b""  # the server's EOF comes with the reply
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.active_clients == 1  # still discarding what we might send
+        await trio.sleep(trio_sock.server.LINGER_TIME)
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.active_clients == 0
+
+
 async def test_start_returns_only_once_the_listeners_accept(
     nursery: trio.Nursery, server_config: ServerConfig
 ) -> None:

@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import math
+import shlex
 import signal
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -299,7 +300,7 @@ async def _serve_until_signalled(config: cfg.ServerConfig) -> None:
                 nursery.cancel_scope.cancel()  # stopped gracefully: stop watching signals
 
             server: Server = await nursery.start(run)
-            print("server waiting on", *server.addresses, flush=True)
+            print("server waiting on", *map(_ready_word, server.addresses), flush=True)
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if server.stopping:
@@ -313,6 +314,13 @@ async def _serve_until_signalled(config: cfg.ServerConfig) -> None:
                     name,
                 )
                 server.stop()
+
+
+def _ready_word(address: cfg.Address) -> str:
+    """An address as the ready line lists it: quoted as a shell word only if it must be,
+    so that a path with spaces stays one word and everything else reads as is."""
+    text = str(address)
+    return shlex.quote(text) if any(c.isspace() or c in "'\"\\" for c in text) else text
 
 
 def _leaf(exc: BaseException) -> BaseException:

@@ -37,6 +37,11 @@ RECEIVE_SIZE: Final = 65536
 ACCEPT_BACKOFF: Final = 0.1
 #: At most one log line per this many seconds about failing accepts, with a count.
 ACCEPT_ERROR_LOG_INTERVAL: Final = 1.0
+#: In --once mode, after the reply, how long and how much of the client's
+#: remaining input to discard before closing (see ``_close_gently``): plenty
+#: for a line piped into nc, too little for a client to hold its slot.
+LINGER_TIME: Final = 2.0
+LINGER_BYTES: Final = 1024 * 1024
 #: Descriptors the server itself may hold besides clients: stdio, listeners,
 #: epoll, Trio's wakeup pair, a resolver thread's socket, the socket-file probe.
 _RESERVED_FDS: Final = 16
@@ -306,5 +311,27 @@ async def _reply_once(stream: trio.SocketStream, config: ServerConfig, tally: _T
     with trio.move_on_after(config.idle_timeout):
         await stream.send_all(increment(data))
         tally.sent = 1
-        return "replied once"
-    return "idle timeout"
+    if not tally.sent:
+        return "idle timeout"
+    await _close_gently(stream)
+    return "replied once"
+
+
+async def _close_gently(stream: trio.SocketStream) -> None:
+    """Send EOF, then discard what the client still sends, for a little while.
+
+    Closing a socket with unread input makes the kernel reset the connection,
+    and a reset can destroy the reply before the client reads it: ``echo A |
+    nc`` sends two bytes and would never see its ``B``.
+    """
+    with trio.move_on_after(LINGER_TIME):
+        try:
+            await stream.send_eof()
+            discarded = 0
+            while discarded < LINGER_BYTES:
+                chunk = await stream.receive_some(RECEIVE_SIZE)
+                if not chunk:
+                    return
+                discarded += len(chunk)
+        except trio.BrokenResourceError:
+            return  # the client is gone already: nothing left to protect
