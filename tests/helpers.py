@@ -55,7 +55,10 @@ class ServerProcess:
 
     def wait(self, timeout: float = 15.0) -> int:
         """Wait for the exit; returns the exit code."""
-        return self.process.wait(timeout=timeout)
+        code = self.process.wait(timeout=timeout)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return code
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Signal the server and wait for its exit; returns the exit code."""
@@ -66,7 +69,7 @@ class ServerProcess:
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-            self.process.wait()
+        self.wait()
 
 
 def start_server(
@@ -82,7 +85,9 @@ def start_server(
         AssertionError: the server exited, or printed no ready line in time;
             the message holds its stderr.
     """
-    stderr_file = Path(tempfile.mkstemp(prefix="ts-stderr-", dir=cwd)[1])
+    fd, name = tempfile.mkstemp(prefix="ts-stderr-", dir=cwd)
+    os.close(fd)
+    stderr_file = Path(name)
     with stderr_file.open("wb") as stderr:
         process = subprocess.Popen(
             cli("server", *args),
@@ -94,10 +99,11 @@ def start_server(
             preexec_fn=preexec_fn,
         )
     assert process.stdout is not None
-    line = _read_line(process.stdout.fileno(), timeout)
+    line = read_line(process.stdout.fileno(), timeout)
     if not line.startswith(READY_PREFIX):
         process.kill()
         process.wait()
+        process.stdout.close()
         raise AssertionError(
             f"no ready line; stdout {line!r}, exit {process.returncode},"
             f" stderr:\n{stderr_file.read_text()}"
@@ -106,7 +112,8 @@ def start_server(
     return ServerProcess(process, [parse_address(word) for word in words], stderr_file)
 
 
-def _read_line(fd: int, timeout: float) -> str:
+def read_line(fd: int, timeout: float) -> str:
+    """The first line written to ``fd`` within ``timeout`` seconds ("" if none)."""
     data = b""
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as selector:
@@ -119,7 +126,7 @@ def _read_line(fd: int, timeout: float) -> str:
             if not chunk:
                 break
             data += chunk
-    return data.decode()
+    return data.decode().partition("\n")[0]
 
 
 def run_cli(

@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     server = commands.add_parser(
         "server", help="serve clients: each byte comes back plus one", formatter_class=helpful
     )
+    server.set_defaults(subparser=server)
     server.add_argument(
         "--unix",
         action="append",
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="send one character, print the one that comes back",
         formatter_class=helpful,
     )
+    client.set_defaults(subparser=client)
     where = client.add_mutually_exclusive_group()
     where.add_argument(
         "--unix",
@@ -231,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_seconds,
         default=cfg.DEFAULT_CLIENT_TIMEOUT,
         metavar="SECONDS",
-        help="give up if connecting and the reply take longer",
+        help="give up if connecting and the reply take longer (each attempt)",
     )
     client.add_argument(
         "--wait",
@@ -343,37 +345,38 @@ def _report(message: str, form: str) -> None:
         print(f"trio_sock server: error: {message}", file=sys.stderr)
 
 
-def _run_server(args: argparse.Namespace) -> int:
-    _configure_logging(args.log_level, args.log_format)
+def _run_server(config: cfg.ServerConfig, log_level: str, log_format: str) -> int:
+    _configure_logging(log_level, log_format)
     try:
-        trio.run(_serve_until_signalled, _server_config(args))
+        trio.run(_serve_until_signalled, config)
     except BaseException as raised:  # the one place errors become exit codes
         exc = _leaf(raised)
         if isinstance(exc, KeyboardInterrupt):  # SIGINT before the receiver was open
             return 0
         if isinstance(exc, TrioSockError):
-            _report(str(exc), args.log_format)
+            _report(str(exc), log_format)
         elif isinstance(exc, OSError):
-            _report(exc.strerror or str(exc), args.log_format)
+            _report(exc.strerror or str(exc), log_format)
         else:
-            _report(
-                f"internal error: {exc!r} (run with --log-level debug for details)", args.log_format
-            )
+            _report(f"internal error: {exc!r} (run with --log-level debug for details)", log_format)
             _log.debug("internal error", exc_info=exc)
         return 1
     return 0
 
 
-def _run_client(args: argparse.Namespace) -> int:
-    from .client import send_char
-
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    config = cfg.ClientConfig(
+def _client_config(args: argparse.Namespace) -> cfg.ClientConfig:
+    return cfg.ClientConfig(
         address=args.tcp or args.unix or cfg.UnixAddress(cfg.DEFAULT_UNIX_PATH),
         char=args.char,
         timeout=args.timeout,
         wait=args.wait,
     )
+
+
+def _run_client(config: cfg.ClientConfig) -> int:
+    from .client import send_char
+
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     try:
         reply = trio.run(send_char, config)
     except KeyboardInterrupt:
@@ -390,11 +393,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        try:
+            config = _server_config(args) if args.command == "server" else _client_config(args)
+        except (TypeError, ValueError) as exc:  # what no single option can check alone
+            args.subparser.error(str(exc))
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
-    if args.command == "server":
-        return _run_server(args)
-    return _run_client(args)
+    if isinstance(config, cfg.ServerConfig):
+        return _run_server(config, args.log_level, args.log_format)
+    return _run_client(config)
 
 
 def main_exit() -> NoReturn:

@@ -169,7 +169,10 @@ def parse_address(text: str) -> Address:
         return TcpAddress.parse(text.removeprefix("tcp:"))
     if text.startswith("@") or "/" in text:
         return UnixAddress(text)
-    return TcpAddress.parse(text)
+    try:
+        return TcpAddress.parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; for a Unix socket file, write unix:{text}") from None
 
 
 def _to_addresses(value: Iterable[Address]) -> tuple[Address, ...]:
