@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import selectors
 import shlex
@@ -130,18 +131,45 @@ def read_line(fd: int, timeout: float) -> str:
 
 
 def run_cli(
-    *args: str, cwd: Path, timeout: float = 30.0, input: bytes | None = None
+    *args: str,
+    cwd: Path,
+    timeout: float = 30.0,
+    input: bytes | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m trio_sock ARGS`` to completion, capturing text output."""
     return subprocess.run(
         cli(*args),
         cwd=cwd,
+        preexec_fn=preexec_fn,
         input=input.decode() if input is not None else None,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
+
+
+_PR_CAPBSET_DROP = 24  # from <linux/prctl.h>
+_LAST_CAPABILITY = 63  # more than any kernel defines; unknown ones fail harmlessly
+
+
+def drop_capabilities() -> None:
+    """In a child process run as root: empty the capability bounding set.
+
+    The ``exec`` that follows then gives root no capabilities at all, so file
+    permissions and privileged ports apply to it as to anyone, while the
+    interpreter (often under /root) stays reachable, which becoming ``nobody``
+    would not allow.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in range(_LAST_CAPABILITY + 1):
+        libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0)
+
+
+def unprivileged() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that takes a root test's privileges away from its subprocess."""
+    return drop_capabilities if os.geteuid() == 0 else None
 
 
 def assert_no_traceback(*texts: str) -> None:

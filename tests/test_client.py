@@ -184,3 +184,9 @@ async def test_a_once_server_answers_only_the_first_byte_of_a_longer_exchange(
 async def test_an_unknown_host_is_a_connect_error() -> None:
     with pytest.raises(ConnectError, match=r"no-such-host\.invalid"):
         await send_char(ClientConfig(address=TcpAddress("no-such-host.invalid", 9734)))
+
+
+async def test_a_path_that_is_not_a_socket_is_named_as_such(short_tmp: Path) -> None:
+    with pytest.raises(ConnectError, match="not a socket") as caught:
+        await send_char(ClientConfig(address=UnixAddress(str(short_tmp))))
+    assert "start one with" not in str(caught.value)

@@ -150,6 +150,8 @@ def test_the_server_defaults_are_the_contracts() -> None:
         ("idle_timeout", 0, ValueError),
         ("grace", -0.1, ValueError),
         ("backlog", 0, ValueError),
+        ("backlog", 65536, ValueError),
+        ("delay", math.inf, ValueError),
         ("backlog", "5", TypeError),
         ("socket_mode", 0o1000, ValueError),
         ("socket_mode", -1, ValueError),
@@ -197,3 +199,18 @@ def test_the_client_defaults_are_the_books() -> None:
     assert config.char == "A"
     assert 0 < config.timeout < math.inf
     assert config.wait == 0
+
+
+def test_one_socket_file_named_two_ways_is_still_given_twice() -> None:
+    with pytest.raises(ValueError, match="only once"):
+        ServerConfig(addresses=[UnixAddress("sock"), UnixAddress("./sock")])
+
+
+def test_a_client_cannot_connect_to_port_0() -> None:
+    with pytest.raises(ValueError, match="real port"):
+        ClientConfig(address=TcpAddress("127.0.0.1", 0))
+
+
+def test_a_bare_name_is_not_taken_for_a_port_and_the_error_says_how_to_write_it() -> None:
+    with pytest.raises(ValueError, match="write unix:server_socket"):
+        parse_address("server_socket")

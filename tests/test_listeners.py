@@ -204,6 +204,13 @@ def test_a_missing_directory_is_named_in_the_error(short_tmp: Path) -> None:
     assert caught.value.errno == errno.ENOENT
 
 
+def test_a_parent_that_is_a_file_is_named_as_not_a_directory(short_tmp: Path) -> None:
+    (short_tmp / "file").write_text("")
+    with pytest.raises(ListenError, match="is not a directory") as caught:
+        open_unix_listener(UnixAddress(str(short_tmp / "file" / "sock")))
+    assert caught.value.errno == errno.ENOTDIR
+
+
 def test_a_failure_after_bind_leaves_no_file_behind(
     short_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -65,6 +65,20 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _finite_seconds(text: str) -> float:
+    value = _seconds(text)
+    if math.isinf(value):
+        raise ValueError(f"expected a finite number of seconds, got {text!r}")
+    return value
+
+
+def _backlog(text: str) -> int:
+    value = _positive_int(text)
+    if value > cfg.MAX_BACKLOG:
+        raise ValueError(f"expected at most {cfg.MAX_BACKLOG}, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -93,6 +107,8 @@ def _char(text: str) -> str:
 seconds = _argument_type("seconds", _seconds)
 positive_seconds = _argument_type("positive seconds", _positive_seconds)
 positive_int = _argument_type("positive int", _positive_int)
+finite_seconds = _argument_type("finite seconds", _finite_seconds)
+backlog = _argument_type("backlog", _backlog)
 octal_mode = _argument_type("octal mode", _octal_mode)
 unix_address = _argument_type("unix path", cfg.UnixAddress)
 tcp_address = _argument_type("tcp address", cfg.TcpAddress.parse)
@@ -156,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument(
         "--delay",
-        type=seconds,
+        type=finite_seconds,
         default=0.0,
         metavar="SECONDS",
         help="simulated work before each reply",
@@ -177,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument(
         "--backlog",
-        type=positive_int,
+        type=backlog,
         default=None,
         metavar="N",
         help="listen queue length (default: the most the kernel allows, as Trio)",
@@ -337,10 +353,10 @@ def _leaf(exc: BaseException) -> BaseException:
 
 def _report(message: str, form: str) -> None:
     if form == "json":
-        print(
-            json.dumps({"level": "ERROR", "logger": "trio_sock.cli", "message": message}),
-            file=sys.stderr,
+        record = logging.makeLogRecord(
+            {"name": _log.name, "levelname": "ERROR", "levelno": logging.ERROR, "msg": message}
         )
+        print(JsonFormatter().format(record), file=sys.stderr)
     else:
         print(f"trio_sock server: error: {message}", file=sys.stderr)
 

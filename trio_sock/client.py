@@ -11,6 +11,7 @@ import logging
 import os
 import shlex
 import socket
+import stat
 from typing import Final
 
 import trio
@@ -57,6 +58,8 @@ def _connect_error(address: Address, exc: OSError) -> ConnectError:
     reason = exc.strerror or str(exc)
     if isinstance(exc, socket.gaierror):
         hint = "check the host name"
+    elif isinstance(address, UnixAddress) and not address.is_abstract and _not_a_socket(address):
+        hint = "that path is not a socket; give the server's socket file with --unix"
     elif exc.errno in _NOT_THERE_YET:
         hint = f"is the server running? start one with: {start_command(address)}"
     elif exc.errno in (errno.EACCES, errno.EPERM):
@@ -64,6 +67,13 @@ def _connect_error(address: Address, exc: OSError) -> ConnectError:
     else:
         hint = f"is the server running? start one with: {start_command(address)}"
     return ConnectError(f"{address}: {reason}; {hint}", errno=exc.errno)
+
+
+def _not_a_socket(address: UnixAddress) -> bool:
+    try:
+        return not stat.S_ISSOCK(os.stat(address.path).st_mode)
+    except OSError:
+        return False
 
 
 async def _connect(family: int, sockaddr: str | tuple[object, ...]) -> socket.socket:

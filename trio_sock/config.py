@@ -9,6 +9,7 @@ kernel (does the directory exist, is the port free) belong to ``listeners``.
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import attrs
@@ -34,6 +35,8 @@ DEFAULT_SOCKET_MODE: Final = 0o600
 #: Connecting to a Unix socket takes microseconds; the reply, one scheduler tick.
 #: Ten seconds means something is wrong, not slow.
 DEFAULT_CLIENT_TIMEOUT: Final = 10.0
+#: Linux stores the backlog in 16 bits (and caps it at net.core.somaxconn).
+MAX_BACKLOG: Final = 0xFFFF
 
 
 def _check_seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -41,6 +44,12 @@ def _check_seconds(_: object, attribute: attrs.Attribute[float], value: float) -
         raise TypeError(f"{attribute.name} must be a number of seconds, not {value!r}")
     if math.isnan(value) or value < 0:
         raise ValueError(f"{attribute.name} must be 0 or more seconds, not {value!r}")
+
+
+def _check_finite_seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    _check_seconds(_, attribute, value)
+    if math.isinf(value):
+        raise ValueError(f"{attribute.name} must be a finite number of seconds, not {value!r}")
 
 
 def _check_positive_seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -185,15 +194,21 @@ def _check_addresses(_: object, attribute: attrs.Attribute[Any], value: tuple[An
     for address in value:
         if not isinstance(address, UnixAddress | TcpAddress):
             raise TypeError(f"expected a UnixAddress or TcpAddress, not {address!r}")
-    if len(set(value)) != len(value):
-        raise ValueError(f"each address may be given only once, got {value!r}")
+    # ``sock`` and ``./sock`` are one file: the second would find the first live.
+    keys = [
+        os.path.normpath(a.path) if isinstance(a, UnixAddress) and not a.is_abstract else a
+        for a in value
+    ]
+    if len(set(keys)) != len(keys):
+        shown = ", ".join(map(str, value))
+        raise ValueError(f"each address may be given only once, got {shown}")
 
 
 def _check_backlog(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
     if isinstance(value, bool) or not isinstance(value, int | None):
         raise TypeError(f"backlog must be an int or None, not {value!r}")
-    if value is not None and value < 1:
-        raise ValueError(f"backlog must be 1 or more, not {value!r}")
+    if value is not None and not 1 <= value <= MAX_BACKLOG:
+        raise ValueError(f"backlog must be between 1 and {MAX_BACKLOG}, not {value!r}")
 
 
 def _check_mode(_: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -221,7 +236,7 @@ class ServerConfig:
     """Read one byte per connection, reply and close, exactly as the book's server."""
     max_clients: int = attrs.field(default=DEFAULT_MAX_CLIENTS, validator=_check_count)
     """Clients served at once; the rest wait in the kernel's listen queue, never refused."""
-    delay: float = attrs.field(default=0.0, validator=_check_seconds)
+    delay: float = attrs.field(default=0.0, validator=_check_finite_seconds)
     """Simulated work before each reply, to watch clients queue."""
     idle_timeout: float = attrs.field(
         default=DEFAULT_IDLE_TIMEOUT, validator=_check_positive_seconds
@@ -242,13 +257,19 @@ def _check_char(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         raise ValueError(f"char must be one character that is one byte (Latin-1), not {value!r}")
 
 
+def _check_server_address(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, UnixAddress | TcpAddress):
+        raise TypeError(f"address must be a UnixAddress or TcpAddress, not {value!r}")
+    if isinstance(value, TcpAddress) and value.port == 0:
+        raise ValueError(f"a client needs the server's real port, not 0, in {value}")
+
+
 @attrs.frozen(kw_only=True)
 class ClientConfig:
     """What the one-shot client sends, and where."""
 
     address: Address = attrs.field(
-        default=UnixAddress(DEFAULT_UNIX_PATH),
-        validator=attrs.validators.instance_of(UnixAddress | TcpAddress),
+        default=UnixAddress(DEFAULT_UNIX_PATH), validator=_check_server_address
     )
     """The server's address; the book's client uses the socket file ``server_socket``."""
     char: str = attrs.field(default="A", validator=_check_char)

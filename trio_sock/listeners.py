@@ -126,10 +126,12 @@ def _check_unix_path(address: UnixAddress) -> None:
         return
     directory = os.path.dirname(address.path) or "."
     if not os.path.isdir(directory):
+        missing = not os.path.exists(directory)
         raise ListenError(
-            f"cannot listen on {address}: directory {directory!r} does not exist;"
-            " create it first, or pick another path with --unix",
-            errno=errno.ENOENT,
+            f"cannot listen on {address}: {directory!r} "
+            + ("does not exist; create it first, or" if missing else "is not a directory;")
+            + " pick another path with --unix",
+            errno=errno.ENOENT if missing else errno.ENOTDIR,
         )
 
 

@@ -125,8 +125,10 @@ async def serve(
             for listener in listeners:
                 listener.close()
             active = server.active_clients
+            _log.info(
+                "stopped accepting; %d active clients have %ss to finish", active, config.grace
+            )
             if active:
-                _log.info("stopped accepting; %d clients have %ss to finish", active, config.grace)
                 clients.cancel_scope.deadline = trio.current_time() + config.grace
             else:
                 clients.cancel_scope.cancel()

@@ -1,0 +1,959 @@
+"""``python -m trio_sock`` from the outside: every CLI rule of the contract, in real subprocesses.
+
+Each server runs in its own process and is always killed at the end of its test,
+pass or fail (the ``procs`` fixture).  Nothing here sleeps to synchronise: tests
+wait for the ready line, for a log line, for a reply or for a process to exit.
+The only short socket timeouts are negative checks ("no reply yet").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import time
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import pytest
+
+from tests.helpers import (
+    ServerProcess,
+    assert_no_traceback,
+    cli,
+    one_line,
+    read_line,
+    run_cli,
+    start_server,
+    unprivileged,
+)
+from trio_sock.config import Address, TcpAddress, UnixAddress
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from pathlib import Path
+
+#: A client run against a live local server takes a fraction of a second; this
+#: only bounds a hang, so that a broken build fails instead of stalling the suite.
+CLIENT_TIMEOUT: Final = 20.0
+#: How long a command line that must fail at once (exit 1 or 2) may take.
+FAIL_TIMEOUT: Final = 15.0
+#: Socket operations against a local server complete in milliseconds; this bounds a hang.
+IO_TIMEOUT: Final = 5.0
+#: How long a test waits for a log line or an exit that should come promptly.
+EVENT_TIMEOUT: Final = 10.0
+#: The step of the one polling loop: the server's stderr is a regular file, which
+#: never signals readiness, so waiting for a log line means re-reading it.
+LOG_POLL: Final = 0.01
+#: A negative check ("no reply while the first client is served"): long enough
+#: that a reply that was going to come would have, short enough to keep the suite fast.
+NO_REPLY_WITHIN: Final = 0.3
+#: The book's port, used only by the one test of the defaults.
+BOOK_PORT: Final = 9734
+#: ``sun_path`` holds 108 bytes including the terminating NUL.
+SUN_PATH_MAX: Final = 107
+#: A soft descriptor limit small enough for a test to exhaust with a few dozen
+#: connections, large enough for Python, Trio and the listeners to start.
+LOW_NOFILE: Final = 40
+#: More connections than ``LOW_NOFILE`` descriptors, so accept() must fail with EMFILE.
+FLOOD_CONNECTIONS: Final = 60
+#: Failed accepts the EMFILE test waits for; they must take fewer log lines than this.
+ACCEPT_FAILURES: Final = 10
+
+SUCCESS: Final = "char from server = B\n"
+
+
+# --- processes and sockets ---------------------------------------------------------------------
+
+
+@attrs.define
+class Processes:
+    """Every subprocess a test starts; ``cleanup`` kills what still runs and closes the pipes."""
+
+    cwd: Path
+    _popens: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
+
+    def server(self, *args: str, preexec_fn: Callable[[], None] | None = None) -> ServerProcess:
+        """Start ``python -m trio_sock server ARGS`` in ``cwd``; return once it is ready."""
+        server = start_server(*args, cwd=self.cwd, preexec_fn=preexec_fn)
+        self._popens.append(server.process)
+        return server
+
+    def popen(self, *args: str, stderr: int = subprocess.PIPE) -> subprocess.Popen[bytes]:
+        """``subprocess.Popen(python -m trio_sock ARGS)`` in ``cwd``, stdout captured."""
+        process = subprocess.Popen(
+            cli(*args),
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+        self._popens.append(process)
+        return process
+
+    def cleanup(self) -> None:
+        for process in self._popens:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+
+@pytest.fixture
+def procs(short_tmp: Path) -> Iterator[Processes]:
+    """Start subprocesses in ``short_tmp``; none outlives the test, whatever its outcome."""
+    processes = Processes(short_tmp)
+    try:
+        yield processes
+    finally:
+        processes.cleanup()
+
+
+@pytest.fixture
+def sock_path(short_tmp: Path) -> Path:
+    """Where the usual test server puts its socket file."""
+    return short_tmp / "s"
+
+
+@pytest.fixture
+def server(procs: Processes, sock_path: Path) -> ServerProcess:
+    """A server on a Unix socket in ``short_tmp`` and a free loopback TCP port."""
+    return procs.server("--unix", str(sock_path), "--tcp", "127.0.0.1:0")
+
+
+def where(address: Address) -> list[str]:
+    """The client options that reach ``address``: ``--unix PATH`` or ``--tcp HOST:PORT``."""
+    return [f"--{address.transport}", str(address).removeprefix(f"{address.transport}:")]
+
+
+def run_client(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run_cli("client", *args, cwd=cwd, timeout=CLIENT_TIMEOUT)
+
+
+def connect(address: Address, timeout: float = IO_TIMEOUT) -> socket.socket:
+    """A plain blocking socket connected to ``address``, with ``timeout`` on every call."""
+    if isinstance(address, TcpAddress):
+        return socket.create_connection((address.host, address.port), timeout=timeout)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address.sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def receive_until_eof(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def exchange(address: Address, data: bytes) -> bytes:
+    """Send ``data``, shut down the sending side, return everything until the server's EOF."""
+    with connect(address) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        return receive_until_eof(sock)
+
+
+def connect_idle(server: ServerProcess) -> socket.socket:
+    """A client on the server's Unix socket that sends nothing, known to be accepted.
+
+    The kernel's accept queue is first in, first out, and the server accepts on
+    a listener in one loop: once a second connection made after this one has
+    its reply, this one has been accepted too.
+    """
+    idle = connect(server.unix())
+    try:
+        assert exchange(server.unix(), b"A") == b"B"
+    except BaseException:
+        idle.close()
+        raise
+    return idle
+
+
+def wait_for_log(
+    server: ServerProcess,
+    text: str,
+    timeout: float = EVENT_TIMEOUT,
+    *,
+    until: Callable[[str], bool] | None = None,
+) -> str:
+    """Wait until the server's stderr contains ``text`` (and ``until(stderr)`` holds).
+
+    Returns the whole stderr; fails at once if the server exits first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        exited = server.process.poll() is not None
+        log = server.stderr()
+        if text in log and (until is None or until(log)):
+            return log
+        if exited:
+            pytest.fail(
+                f"the server exited ({server.process.returncode}) before logging"
+                f" {text!r}; stderr:\n{log}"
+            )
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {text!r} in the server's stderr within {timeout}s:\n{log}")
+        time.sleep(LOG_POLL)
+
+
+def ready_words(procs: Processes, *args: str) -> list[str]:
+    """Start a server with ``args``; return the words of its ready line after the prefix."""
+    process = procs.popen("server", *args, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    line = read_line(process.stdout.fileno(), EVENT_TIMEOUT)
+    assert line.startswith("server waiting on "), line
+    return shlex.split(line.removeprefix("server waiting on "))
+
+
+def tcp_port_of(words: Sequence[str], host: str) -> int:
+    """The port of the one ``tcp:HOST:PORT`` word for ``host`` (``[::1]`` bracketed)."""
+    ports = [m[1] for w in words if (m := re.fullmatch(rf"tcp:{re.escape(host)}:(\d+)", w))]
+    assert len(ports) == 1, words
+    return int(ports[0])
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Exit 1, nothing on stdout, one stderr line holding every fragment; returns the line."""
+    assert_no_traceback(result.stdout, result.stderr)
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    line = one_line(result.stderr)
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    return line
+
+
+# --- the ready line ----------------------------------------------------------------------------
+
+
+def test_the_ready_line_lists_every_address_with_the_real_port(
+    procs: Processes, sock_path: Path, short_tmp: Path
+) -> None:
+    abstract = f"@trio-sock-test-{short_tmp.name}"
+    words = ready_words(procs, "--unix", str(sock_path), "--unix", abstract, "--tcp", "127.0.0.1:0")
+    assert len(words) == 3, words
+    assert f"unix:{sock_path}" in words
+    assert f"unix:{abstract}" in words
+    port = tcp_port_of(words, "127.0.0.1")
+    assert port != 0
+    for address in (
+        UnixAddress(str(sock_path)),
+        UnixAddress(abstract),
+        TcpAddress("127.0.0.1", port),
+    ):
+        assert exchange(address, b"A") == b"B", address
+
+
+def test_a_tcp_port_without_a_host_listens_on_ipv4_loopback(
+    procs: Processes, sock_path: Path
+) -> None:
+    words = ready_words(procs, "--unix", str(sock_path), "--tcp", "0")
+    port = tcp_port_of(words, "127.0.0.1")
+    assert exchange(TcpAddress("127.0.0.1", port), b"A") == b"B"
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_an_ipv6_address_is_shown_in_brackets(procs: Processes, sock_path: Path) -> None:
+    words = ready_words(procs, "--unix", str(sock_path), "--tcp", "[::1]:0")
+    port = tcp_port_of(words, "[::1]")
+    assert port != 0
+    assert exchange(TcpAddress("::1", port), b"A") == b"B"
+    result = run_client("--tcp", f"[::1]:{port}", cwd=sock_path.parent)
+    assert (result.returncode, result.stdout) == (0, SUCCESS), result
+
+
+def test_a_socket_path_with_a_space_stays_one_word_of_the_ready_line(
+    procs: Processes, short_tmp: Path
+) -> None:
+    path = short_tmp / "a b"
+    words = ready_words(procs, "--unix", str(path), "--tcp", "127.0.0.1:0")
+    assert f"unix:{path}" in words, words
+    result = run_client("--unix", str(path), cwd=short_tmp)
+    assert (result.returncode, result.stdout) == (0, SUCCESS), result
+
+
+def test_an_abstract_unix_name_is_served_and_shown_with_its_at_sign(
+    procs: Processes, short_tmp: Path
+) -> None:
+    abstract = f"@trio-sock-test-{short_tmp.name}"
+    server = procs.server("--unix", abstract, "--tcp", "127.0.0.1:0")
+    assert UnixAddress(abstract) in server.addresses
+    result = run_client("--unix", abstract, cwd=short_tmp)
+    assert (result.returncode, result.stdout, result.stderr) == (0, SUCCESS, ""), result
+    assert not any(path.is_socket() for path in short_tmp.iterdir()), "an abstract name has no file"
+
+
+def test_with_no_address_the_server_listens_on_the_books_socket_file_and_port(
+    procs: Processes, short_tmp: Path
+) -> None:
+    with socket.socket() as probe:
+        # As the server does: connections in TIME_WAIT from earlier runs are no obstacle.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", BOOK_PORT))
+        except OSError as exc:
+            pytest.skip(f"port {BOOK_PORT} is taken by another program ({exc.strerror})")
+    words = ready_words(procs)
+    assert sorted(words) == ["tcp:127.0.0.1:9734", "unix:server_socket"]
+    assert (short_tmp / "server_socket").is_socket()
+    for args in [(), ("--tcp", str(BOOK_PORT))]:
+        result = run_client(*args, cwd=short_tmp)
+        assert (result.returncode, result.stdout, result.stderr) == (0, SUCCESS, ""), result
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_the_client_prints_the_servers_reply_and_exits_0(
+    server: ServerProcess, short_tmp: Path, transport: str
+) -> None:
+    address = server.unix() if transport == "unix" else server.tcp()
+    result = run_client(*where(address), cwd=short_tmp)
+    assert (result.returncode, result.stdout, result.stderr) == (0, SUCCESS, ""), result
+
+
+def test_the_clients_tcp_host_defaults_to_ipv4_loopback(
+    server: ServerProcess, short_tmp: Path
+) -> None:
+    assert server.tcp().host == "127.0.0.1"
+    result = run_client("--tcp", str(server.tcp().port), cwd=short_tmp)
+    assert (result.returncode, result.stdout, result.stderr) == (0, SUCCESS, ""), result
+
+
+def test_the_client_sends_the_character_it_is_given(server: ServerProcess, short_tmp: Path) -> None:
+    result = run_client(*where(server.unix()), "--char", "Z", cwd=short_tmp)
+    assert (result.returncode, result.stdout) == (0, "char from server = [\n"), result
+
+
+def test_the_client_sends_byte_0xff_and_prints_byte_0x00(
+    server: ServerProcess, short_tmp: Path
+) -> None:
+    result = subprocess.run(
+        cli("client", *where(server.tcp()), "--char", "\xff"),
+        cwd=short_tmp,
+        capture_output=True,
+        timeout=CLIENT_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result
+    assert result.stdout == b"char from server = \x00\n"
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_without_a_server_the_client_fails_as_the_book_shows(
+    short_tmp: Path, transport: str
+) -> None:
+    with contextlib.ExitStack() as stack:
+        address: Address
+        if transport == "unix":
+            address, error = UnixAddress(str(short_tmp / "s")), "No such file or directory"
+        else:
+            # Bound but not listening: the port stays ours, and connecting is refused.
+            unused = stack.enter_context(socket.socket())
+            unused.bind(("127.0.0.1", 0))
+            address, error = TcpAddress("127.0.0.1", unused.getsockname()[1]), "Connection refused"
+        result = run_client(*where(address), cwd=short_tmp)
+    line = assert_user_error(result, str(address), error, "python -m trio_sock server")
+    assert line.startswith("oops: client:"), line
+
+
+def test_the_client_waits_for_a_server_that_starts_after_it(
+    procs: Processes, sock_path: Path
+) -> None:
+    client = procs.popen("client", "--unix", str(sock_path), "--wait", "5")
+    procs.server("--unix", str(sock_path), "--tcp", "127.0.0.1:0")
+    stdout, stderr = client.communicate(timeout=CLIENT_TIMEOUT)
+    assert (client.returncode, stdout.decode(), stderr.decode()) == (0, SUCCESS, "")
+
+
+def test_the_client_gives_up_after_its_timeout_when_no_reply_comes(short_tmp: Path) -> None:
+    with socket.socket() as silent:
+        # The kernel completes the handshake for a listening socket: the client
+        # is connected, sends its byte, and nothing ever answers.
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        result = run_client("--tcp", f"127.0.0.1:{port}", "--timeout", "0.5", cwd=short_tmp)
+        elapsed = time.monotonic() - started
+    line = assert_user_error(result, f"tcp:127.0.0.1:{port}")
+    assert line.startswith("oops: client:"), line
+    assert 0.5 <= elapsed < CLIENT_TIMEOUT / 2, elapsed
+
+
+def test_the_client_fails_clearly_when_the_server_closes_without_replying(
+    procs: Processes, sock_path: Path
+) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(sock_path))
+        listener.listen()
+        listener.settimeout(EVENT_TIMEOUT)
+        client = procs.popen("client", "--unix", str(sock_path))
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(IO_TIMEOUT)
+            assert conn.recv(1) == b"A"
+        stdout, stderr = client.communicate(timeout=CLIENT_TIMEOUT)
+    result = subprocess.CompletedProcess(
+        client.args, client.returncode, stdout.decode(), stderr.decode()
+    )
+    line = assert_user_error(result, f"unix:{sock_path}", "closed")
+    assert line.startswith("oops: client:"), line
+
+
+# --- bad command lines -------------------------------------------------------------------------
+
+#: Command lines with a bad value; ``{s}`` is a socket path in the test's directory.  The
+#: second item is what the error line must name (``None``: no particular option).
+BAD_COMMAND_LINES: Final = [
+    pytest.param(("server", "--max-clients", "0"), "--max-clients", id="max-clients-0"),
+    pytest.param(("server", "--max-clients", "x"), "--max-clients", id="max-clients-x"),
+    pytest.param(("server", "--delay", "-1"), "--delay", id="delay-negative"),
+    pytest.param(("server", "--idle-timeout", "0"), "--idle-timeout", id="idle-timeout-0"),
+    pytest.param(("server", "--grace", "nan"), "--grace", id="grace-nan"),
+    pytest.param(("server", "--socket-mode", "999"), "--socket-mode", id="socket-mode-999"),
+    pytest.param(("server", "--socket-mode", "abc"), "--socket-mode", id="socket-mode-abc"),
+    pytest.param(("server", "--tcp", "70000"), "--tcp", id="tcp-port-too-big"),
+    pytest.param(("server", "--tcp", "::1:80"), "--tcp", id="tcp-ipv6-without-brackets"),
+    pytest.param(("server", "--tcp", "host:"), "--tcp", id="tcp-no-port"),
+    pytest.param(("server", "--unix", ""), "--unix", id="unix-empty"),
+    pytest.param(("server", "--log-level", "loud"), "--log-level", id="log-level-loud"),
+    pytest.param(("server", "--backlog", "99999999999"), "--backlog", id="backlog-too-big"),
+    pytest.param(("server", "--unix", "{s}", "--unix", "{s}"), None, id="same-address-twice"),
+    pytest.param(("client", "--char", "AB"), "--char", id="char-two-characters"),
+    pytest.param(("client", "--char", "\u20ac"), "--char", id="char-not-latin-1"),
+    pytest.param(("client", "--char", ""), "--char", id="char-empty"),
+    pytest.param(("client", "--timeout", "0"), "--timeout", id="timeout-0"),
+    pytest.param(("client", "--unix", "{s}", "--tcp", "1"), "--tcp", id="client-unix-and-tcp"),
+    pytest.param((), None, id="no-subcommand"),
+]
+
+
+@pytest.mark.parametrize(("args", "names"), BAD_COMMAND_LINES)
+def test_a_bad_command_line_value_exits_2_with_usage(
+    short_tmp: Path, args: tuple[str, ...], names: str | None
+) -> None:
+    argv = [arg.replace("{s}", str(short_tmp / "s")) for arg in args]
+    if argv and "--unix" not in argv and "--tcp" not in argv:
+        # Were the bad value accepted, this keeps the server off the book's defaults
+        # (and makes the client fail at once, with exit 1).
+        argv += ["--unix", str(short_tmp / "s")]
+    result = run_cli(*argv, cwd=short_tmp, timeout=FAIL_TIMEOUT)
+    assert_no_traceback(result.stdout, result.stderr)
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    assert result.stderr.startswith("usage: python -m trio_sock"), result.stderr
+    error = result.stderr.splitlines()[-1]
+    assert "error:" in error, result.stderr
+    if names is not None:
+        assert names in error, error
+
+
+# --- errors a user can cause -------------------------------------------------------------------
+
+
+def run_failing_server(
+    *args: str, cwd: Path, preexec_fn: Callable[[], None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a server that must refuse to start; a server that starts fails by timing out."""
+    return run_cli("server", *args, cwd=cwd, timeout=FAIL_TIMEOUT, preexec_fn=preexec_fn)
+
+
+def test_a_tcp_port_in_use_is_one_clear_line_and_leaves_no_socket_file(
+    sock_path: Path, short_tmp: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_failing_server(
+            "--unix", str(sock_path), "--tcp", f"127.0.0.1:{port}", cwd=short_tmp
+        )
+    assert_user_error(result, f"127.0.0.1:{port}", "in use")
+    assert not sock_path.exists(), "the socket file opened before the failure must be removed"
+
+
+def test_a_socket_path_in_a_missing_directory_is_one_clear_line(short_tmp: Path) -> None:
+    path = short_tmp / "missing" / "s"
+    result = run_failing_server("--unix", str(path), "--tcp", "127.0.0.1:0", cwd=short_tmp)
+    assert_user_error(result, str(path), "does not exist")
+
+
+def test_a_socket_path_longer_than_the_kernel_allows_is_one_clear_line(short_tmp: Path) -> None:
+    path = str(short_tmp / "x") + "x" * (SUN_PATH_MAX + 1 - len(str(short_tmp / "x")))
+    assert len(os.fsencode(path)) == SUN_PATH_MAX + 1
+    result = run_failing_server("--unix", path, "--tcp", "127.0.0.1:0", cwd=short_tmp)
+    assert_user_error(result, path, str(SUN_PATH_MAX))
+    assert not os.path.exists(path)
+
+
+def test_a_socket_path_of_exactly_the_kernels_limit_is_served(
+    procs: Processes, short_tmp: Path
+) -> None:
+    path = str(short_tmp / "x") + "x" * (SUN_PATH_MAX - len(str(short_tmp / "x")))
+    assert len(os.fsencode(path)) == SUN_PATH_MAX
+    server = procs.server("--unix", path, "--tcp", "127.0.0.1:0")
+    assert exchange(server.unix(), b"A") == b"B"
+
+
+def test_a_path_that_is_a_regular_file_is_left_alone(short_tmp: Path) -> None:
+    path = short_tmp / "precious"
+    path.write_text("keep me\n")
+    result = run_failing_server("--unix", str(path), "--tcp", "127.0.0.1:0", cwd=short_tmp)
+    assert_user_error(result, str(path), "not a socket")
+    assert path.read_text() == "keep me\n"
+
+
+def test_a_live_servers_socket_is_never_taken_over(
+    procs: Processes, server: ServerProcess, sock_path: Path, short_tmp: Path
+) -> None:
+    before = os.stat(sock_path)
+    result = run_failing_server("--unix", str(sock_path), "--tcp", "127.0.0.1:0", cwd=short_tmp)
+    assert_user_error(result, str(sock_path), "already")
+    after = os.stat(sock_path)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    result = run_client("--unix", str(sock_path), cwd=short_tmp)
+    assert (result.returncode, result.stdout) == (0, SUCCESS), result
+    assert server.process.poll() is None
+
+
+def test_a_directory_without_write_permission_is_one_clear_line(short_tmp: Path) -> None:
+    # As root, the server runs as nobody: root would ignore the permissions.
+    short_tmp.chmod(0o755)
+    directory = short_tmp / "readonly"
+    directory.mkdir(mode=0o555)
+    path = directory / "s"
+    result = run_failing_server(
+        "--unix", str(path), "--tcp", "127.0.0.1:0", cwd=short_tmp, preexec_fn=unprivileged()
+    )
+    assert_user_error(result, str(path), "permission denied")
+    assert list(directory.iterdir()) == []
+
+
+def _unprivileged_port_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as setting:
+            return int(setting.read())
+    except (OSError, ValueError):
+        return 1024
+
+
+@pytest.mark.skipif(
+    _unprivileged_port_start() <= 1, reason="this kernel lets anyone bind low ports"
+)
+def test_a_privileged_port_is_one_clear_line(short_tmp: Path) -> None:
+    short_tmp.chmod(0o755)
+    result = run_failing_server(
+        "--unix",
+        str(short_tmp / "s"),
+        "--tcp",
+        "127.0.0.1:1",
+        cwd=short_tmp,
+        preexec_fn=unprivileged(),
+    )
+    assert_user_error(result, "127.0.0.1:1", "permission denied")
+
+
+def test_a_stale_socket_file_is_replaced_with_a_warning(
+    procs: Processes, sock_path: Path, short_tmp: Path
+) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(sock_path))  # closed without unlinking: what a crashed server leaves
+    assert sock_path.is_socket()
+    server = procs.server("--unix", str(sock_path), "--tcp", "127.0.0.1:0")
+    warnings = [line for line in server.stderr().splitlines() if "stale" in line]
+    assert len(warnings) == 1, server.stderr()
+    assert "WARNING" in warnings[0], warnings
+    assert str(sock_path) in warnings[0], warnings
+    result = run_client("--unix", str(sock_path), cwd=short_tmp)
+    assert (result.returncode, result.stdout) == (0, SUCCESS), result
+
+
+@pytest.mark.parametrize(
+    ("args", "mode"), [((), 0o600), (("--socket-mode", "660"), 0o660)], ids=["default", "660"]
+)
+def test_the_socket_file_has_the_mode_asked_for(
+    procs: Processes, sock_path: Path, args: tuple[str, ...], mode: int
+) -> None:
+    procs.server("--unix", str(sock_path), "--tcp", "127.0.0.1:0", *args)
+    status = os.stat(sock_path)
+    assert stat.S_ISSOCK(status.st_mode)
+    assert oct(stat.S_IMODE(status.st_mode)) == oct(mode)
+
+
+def test_a_socket_file_replaced_while_serving_is_left_alone_at_exit(
+    server: ServerProcess, sock_path: Path
+) -> None:
+    sock_path.unlink()
+    sock_path.write_text("not the server's\n")
+    assert server.stop(timeout=EVENT_TIMEOUT) == 0
+    assert sock_path.read_text() == "not the server's\n"
+    assert_no_traceback(server.stderr())
+
+
+# --- shutdown ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_server_with_exit_0_and_removes_its_socket_file(
+    server: ServerProcess, sock_path: Path, signum: int
+) -> None:
+    assert exchange(server.unix(), b"A") == b"B"
+    assert server.stop(signum, timeout=EVENT_TIMEOUT) == 0
+    assert_no_traceback(server.stderr())
+    assert not sock_path.exists()
+
+
+def test_shutdown_stops_accepting_at_once_and_cancels_idle_clients_after_the_grace(
+    procs: Processes, sock_path: Path
+) -> None:
+    server = procs.server("--unix", str(sock_path), "--tcp", "127.0.0.1:0", "--grace", "0.5")
+    with connect_idle(server) as idle:
+        signalled = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        # Logged once the listeners are closed, while the idle client still holds on.
+        wait_for_log(server, "stopped accepting")
+        assert not sock_path.exists()
+        with pytest.raises(FileNotFoundError):
+            connect(server.unix()).close()
+        with pytest.raises(ConnectionRefusedError):
+            connect(server.tcp()).close()
+        assert server.wait(timeout=EVENT_TIMEOUT) == 0
+        elapsed = time.monotonic() - signalled
+        assert receive_until_eof(idle) == b""
+    assert 0.45 <= elapsed < 5, elapsed
+    assert_no_traceback(server.stderr())
+
+
+def test_an_active_client_may_finish_during_the_grace(procs: Processes, sock_path: Path) -> None:
+    server = procs.server("--unix", str(sock_path), "--tcp", "127.0.0.1:0", "--grace", "20")
+    with connect(server.unix()) as active:
+        active.sendall(b"A")
+        assert active.recv(1) == b"B"  # accepted and being served
+        server.send_signal(signal.SIGTERM)
+        wait_for_log(server, "stopped accepting")
+        active.sendall(b"A")
+        active.shutdown(socket.SHUT_WR)
+        assert receive_until_eof(active) == b"B"
+    # With its last client gone, the server need not wait out the 20 s grace.
+    assert server.wait(timeout=EVENT_TIMEOUT) == 0
+    assert_no_traceback(server.stderr())
+
+
+def test_a_second_signal_cancels_the_clients_at_once(procs: Processes, sock_path: Path) -> None:
+    server = procs.server("--unix", str(sock_path), "--tcp", "127.0.0.1:0", "--grace", "30")
+    with connect_idle(server) as idle:
+        server.send_signal(signal.SIGTERM)
+        wait_for_log(server, "stopping")
+        signalled = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=EVENT_TIMEOUT) == 0
+        elapsed = time.monotonic() - signalled
+        assert receive_until_eof(idle) == b""
+    assert elapsed < 5, elapsed
+    assert_no_traceback(server.stderr())
+
+
+# --- serving --------------------------------------------------------------------------------
+
+
+def test_replies_keep_the_order_and_length_of_every_byte(server: ServerProcess) -> None:
+    data = bytes(range(256)) * 256  # 64 KiB: fits the socket buffers, so no reader thread
+    for address in (server.unix(), server.tcp()):
+        assert exchange(address, data) == bytes((byte + 1) % 256 for byte in data), address
+
+
+def test_a_client_that_resets_disturbs_neither_the_others_nor_the_listeners(
+    server: ServerProcess, short_tmp: Path
+) -> None:
+    with connect(server.tcp()) as other:
+        other.sendall(b"A")
+        assert other.recv(1) == b"B"
+        with connect(server.tcp()) as rude:
+            rude.sendall(b"A" * 1000)
+            # Linger 0: close() sends a reset instead of a FIN.
+            rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        other.sendall(b"Y")
+        assert other.recv(1) == b"Z"
+    result = run_client(*where(server.tcp()), cwd=short_tmp)
+    assert (result.returncode, result.stdout) == (0, SUCCESS), result
+    assert server.process.poll() is None
+
+
+@pytest.mark.parametrize("once", [False, True], ids=["stream", "once"])
+def test_a_delay_longer_than_the_idle_timeout_is_work_not_idleness(
+    procs: Processes, sock_path: Path, once: bool
+) -> None:
+    server = procs.server(
+        "--unix",
+        str(sock_path),
+        "--tcp",
+        "127.0.0.1:0",
+        "--delay",
+        "0.5",
+        "--idle-timeout",
+        "0.25",
+        *(["--once"] if once else []),
+    )
+    with connect(server.unix()) as sock:
+        sent = time.monotonic()
+        sock.sendall(b"A")
+        assert sock.recv(1) == b"B"
+        elapsed = time.monotonic() - sent
+    assert 0.45 <= elapsed < 5, elapsed
+
+
+# --- serving options ---------------------------------------------------------------------------
+
+
+def test_once_mode_replies_to_one_byte_then_closes(procs: Processes, sock_path: Path) -> None:
+    server = procs.server("--unix", str(sock_path), "--tcp", "127.0.0.1:0", "--once")
+    for address in (server.unix(), server.tcp()):
+        with connect(address) as sock:
+            sock.sendall(b"AB")
+            assert receive_until_eof(sock) == b"B", address
+
+
+def test_max_clients_1_queues_the_second_client_until_the_first_leaves(
+    procs: Processes, sock_path: Path
+) -> None:
+    server = procs.server("--unix", str(sock_path), "--tcp", "127.0.0.1:0", "--max-clients", "1")
+    with connect(server.unix()) as first:
+        first.sendall(b"A")
+        assert first.recv(1) == b"B"
+        with connect(server.unix()) as second:  # queued, not refused
+            second.sendall(b"A")
+            second.settimeout(NO_REPLY_WITHIN)
+            with pytest.raises(TimeoutError):
+                second.recv(1)
+            first.close()
+            second.settimeout(IO_TIMEOUT)
+            assert second.recv(1) == b"B"
+
+
+def test_an_idle_client_is_disconnected_after_the_idle_timeout(
+    procs: Processes, sock_path: Path
+) -> None:
+    server = procs.server("--unix", str(sock_path), "--tcp", "127.0.0.1:0", "--idle-timeout", "0.5")
+    with connect(server.unix()) as idle:
+        connected = time.monotonic()
+        assert receive_until_eof(idle) == b""
+        elapsed = time.monotonic() - connected
+    assert 0.45 <= elapsed < 5, elapsed
+    log = wait_for_log(server, "reason=idle timeout")
+    assert len([line for line in log.splitlines() if " left " in line]) == 1, log
+
+
+# --- logs --------------------------------------------------------------------------------------
+
+
+def test_each_client_leaves_one_log_record_with_its_byte_counts(
+    server: ServerProcess, short_tmp: Path
+) -> None:
+    assert exchange(server.unix(), b"hello") == b"ifmmp"
+    result = run_client("--tcp", str(server.tcp()).removeprefix("tcp:"), cwd=short_tmp)
+    assert result.returncode == 0, result
+    assert server.stop(timeout=EVENT_TIMEOUT) == 0
+    left = [line for line in server.stderr().splitlines() if " left " in line]
+    assert len(left) == 2, server.stderr()
+    unix, tcp = sorted(left, key=lambda line: " left tcp:" in line)
+    assert f" left {server.unix()} " in unix, left
+    assert "in=5 out=5" in unix, left
+    assert f" left {server.tcp()} " in tcp, left
+    assert "in=1 out=1" in tcp, left
+
+
+def test_json_logs_are_one_json_object_per_line(
+    procs: Processes, sock_path: Path, short_tmp: Path
+) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(sock_path))  # a stale file, for a warning before the ready line
+    server = procs.server("--unix", str(sock_path), "--tcp", "127.0.0.1:0", "--log-format", "json")
+    for address in (server.unix(), server.tcp()):
+        assert run_client(*where(address), cwd=short_tmp).stdout == SUCCESS
+    assert server.stop(timeout=EVENT_TIMEOUT) == 0
+    lines = server.stderr().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert all(isinstance(record, dict) for record in records), lines
+    levels = [record.get("level") for record in records]
+    assert "WARNING" in levels, lines
+    assert "INFO" in levels, lines
+    left = [record for record in records if " left " in str(record.get("message"))]
+    assert [(r.get("bytes_in"), r.get("bytes_out")) for r in left] == [(1, 1), (1, 1)], left
+
+
+def test_json_logs_report_a_failed_start_as_json_too(short_tmp: Path) -> None:
+    path = short_tmp / "precious"
+    path.write_text("keep me\n")
+    result = run_failing_server(
+        "--unix", str(path), "--tcp", "127.0.0.1:0", "--log-format", "json", cwd=short_tmp
+    )
+    record = json.loads(assert_user_error(result, "not a socket"))
+    assert isinstance(record, dict), record
+    assert record.get("level") == "ERROR", record
+
+
+def test_log_level_warning_hides_the_per_client_records(
+    procs: Processes, sock_path: Path, short_tmp: Path
+) -> None:
+    server = procs.server(
+        "--unix", str(sock_path), "--tcp", "127.0.0.1:0", "--log-level", "warning"
+    )
+    assert run_client("--unix", str(sock_path), cwd=short_tmp).stdout == SUCCESS
+    assert server.stop(timeout=EVENT_TIMEOUT) == 0
+    assert " left " not in server.stderr()
+    assert "INFO" not in server.stderr()
+
+
+# --- help and entry points ---------------------------------------------------------------------
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """Each ``--option`` of an argparse help text, with its description on one line."""
+    entries: dict[str, str] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        if match := re.match(r"  (--[\w-]+)", line):
+            current = match[1]
+            entries[current] = ""
+        elif not line.startswith("  "):
+            current = None
+        if current is not None:
+            entries[current] = " ".join([entries[current], *line.split()]).strip()
+    return entries
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        pytest.param(
+            "server",
+            {
+                "--unix": "server_socket",
+                "--tcp": "",
+                "--once": "",
+                "--max-clients": "",
+                "--delay": "(default: 0",
+                "--idle-timeout": "",
+                "--grace": "(default: 5",
+                "--backlog": "",
+                "--socket-mode": "(default: 600)",
+                "--log-level": "(default: info)",
+                "--log-format": "(default: text)",
+            },
+            id="server",
+        ),
+        pytest.param(
+            "client",
+            {
+                "--unix": "server_socket",
+                "--tcp": "127.0.0.1",
+                "--char": "(default: A)",
+                "--timeout": "",
+                "--wait": "(default: 0",
+            },
+            id="client",
+        ),
+    ],
+)
+def test_help_shows_every_option_with_its_default(
+    short_tmp: Path, command: str, expected: dict[str, str]
+) -> None:
+    result = run_cli(command, "--help", cwd=short_tmp, timeout=FAIL_TIMEOUT)
+    assert result.returncode == 0, result
+    assert_no_traceback(result.stdout, result.stderr)
+    entries = help_entries(result.stdout)
+    assert sorted(entries) == sorted(expected), entries
+    for option, default in expected.items():
+        assert "default" in entries[option], (option, entries[option])
+        assert default in entries[option], (option, entries[option])
+    if command == "server":
+        assert "9734" in result.stdout
+
+
+def test_the_trio_sock_script_runs_the_same_command_line(short_tmp: Path) -> None:
+    script = shutil.which("trio-sock")
+    if script is None:
+        pytest.skip("the trio-sock console script is not installed on PATH")
+    result = subprocess.run(
+        [script, "--help"],
+        cwd=short_tmp,
+        capture_output=True,
+        text=True,
+        timeout=FAIL_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result
+    assert result.stdout.startswith("usage:"), result.stdout
+    assert "{server,client}" in result.stdout, result.stdout
+
+
+# --- running out of descriptors ----------------------------------------------------------------
+
+
+def _low_descriptor_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_NOFILE, hard))
+
+
+def accept_failures(log: str) -> list[int]:
+    """How many failed accepts each warning line of ``log`` reports (1 if it gives no count)."""
+    return [
+        int(count[1]) if (count := re.search(r"failed (\d+) times", line)) else 1
+        for line in log.splitlines()
+        if "accept on" in line
+    ]
+
+
+def test_the_server_survives_running_out_of_descriptors_without_a_log_flood(
+    procs: Processes, sock_path: Path, short_tmp: Path
+) -> None:
+    server = procs.server(
+        "--unix", str(sock_path), "--tcp", "127.0.0.1:0", preexec_fn=_low_descriptor_limit
+    )
+    with contextlib.ExitStack() as stack:
+        for _ in range(FLOOD_CONNECTIONS):
+            stack.enter_context(connect(server.unix()))
+        # Out of descriptors until these close: let enough accepts fail that
+        # logging each one would be a flood.
+        log = wait_for_log(
+            server, "accept on", until=lambda log: sum(accept_failures(log)) >= ACCEPT_FAILURES
+        )
+    assert len(accept_failures(log)) < ACCEPT_FAILURES, log
+    assert "Too many open files" in log, log
+    result = run_client("--unix", str(sock_path), cwd=short_tmp)
+    assert (result.returncode, result.stdout) == (0, SUCCESS), result
+    assert server.process.poll() is None
+    assert len(accept_failures(server.stderr())) < ACCEPT_FAILURES, server.stderr()
+    assert_no_traceback(server.stderr())
