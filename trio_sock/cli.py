@@ -18,6 +18,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+import attrs
 import trio
 
 from . import config as cfg
@@ -404,20 +405,40 @@ def _run_client(config: cfg.ClientConfig) -> int:
     return 0
 
 
+@attrs.frozen
+class Command:
+    """A parsed command line: what to run, and how to log it."""
+
+    config: cfg.ServerConfig | cfg.ClientConfig
+    log_level: str = "warning"
+    log_format: str = "text"
+
+
+def parse(argv: Sequence[str] | None = None) -> Command:
+    """Parse a command line into configuration, running nothing.
+
+    Raises:
+        SystemExit: after printing help (code 0) or usage and the error (code 2).
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "server":
+            return Command(_server_config(args), args.log_level, args.log_format)
+        return Command(_client_config(args))
+    except (TypeError, ValueError) as exc:  # what no single option can check alone
+        subparser: argparse.ArgumentParser = args.subparser
+        subparser.error(str(exc))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        try:
-            config = _server_config(args) if args.command == "server" else _client_config(args)
-        except (TypeError, ValueError) as exc:  # what no single option can check alone
-            args.subparser.error(str(exc))
+        command = parse(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
-    if isinstance(config, cfg.ServerConfig):
-        return _run_server(config, args.log_level, args.log_format)
-    return _run_client(config)
+    if isinstance(command.config, cfg.ServerConfig):
+        return _run_server(command.config, command.log_level, command.log_format)
+    return _run_client(command.config)
 
 
 def main_exit() -> NoReturn:
