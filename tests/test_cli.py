@@ -869,6 +869,9 @@ def help_entries(text: str) -> dict[str, str]:
                 "--grace": "(default: 5",
                 "--backlog": "",
                 "--socket-mode": "(default: 600)",
+                "--socket-group": "(default: the server's group)",
+                "--allow-uid": "only the server's own user",
+                "--allow-gid": "(default: see --allow-uid)",
                 "--log-level": "(default: info)",
                 "--log-format": "(default: text)",
             },
@@ -957,3 +960,62 @@ def test_the_server_survives_running_out_of_descriptors_without_a_log_flood(
     assert server.process.poll() is None
     assert len(accept_failures(server.stderr())) < ACCEPT_FAILURES, server.stderr()
     assert_no_traceback(server.stderr())
+
+
+def test_sigusr1_logs_one_stats_line_and_shutdown_logs_the_final_one(
+    procs: Processes, sock_path: Path
+) -> None:
+    server = procs.server("--unix", str(sock_path), "--tcp", "0", "--log-format", "json")
+    assert exchange(server.unix(), b"hello") == b"ifmmp"
+    assert exchange(server.tcp(), b"AB") == b"BC"
+    server.send_signal(signal.SIGUSR1)
+    wait_for_log(server, '"logger": "trio_sock.stats"')
+    assert server.process.poll() is None
+    assert server.stop(timeout=EVENT_TIMEOUT) == 0
+    stats = [
+        record
+        for record in map(json.loads, server.stderr().splitlines())
+        if record["logger"] == "trio_sock.stats"
+    ]
+    assert len(stats) == 2
+    for record in stats:
+        assert record["accepted"] == 2
+        assert (record["bytes_in"], record["bytes_out"]) == (7, 7)
+        assert (record["refused"], record["accept_errors"]) == (0, 0)
+        assert record["message"].startswith("stats accepted=2 active=0")
+
+
+def test_allow_uid_and_socket_group_take_names_and_numbers(
+    procs: Processes, sock_path: Path, short_tmp: Path
+) -> None:
+    import grp
+    import pwd
+
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    group = grp.getgrgid(os.getegid()).gr_name
+    server = procs.server(
+        "--unix", str(sock_path), "--tcp", "0", "--allow-uid", user, "--allow-uid", "4242",
+        "--allow-gid", group, "--socket-group", group, "--socket-mode", "660",
+    )  # fmt: skip
+    assert sock_path.stat().st_gid == os.getegid()
+    assert stat.S_IMODE(sock_path.stat().st_mode) == 0o660
+    result = run_client("--unix", str(sock_path), cwd=short_tmp)
+    assert (result.returncode, result.stdout) == (0, SUCCESS), result
+    assert server.stop(timeout=EVENT_TIMEOUT) == 0
+
+
+@pytest.mark.parametrize("option", ["--allow-uid", "--allow-gid", "--socket-group"])
+def test_an_unknown_user_or_group_is_a_usage_error(option: str, short_tmp: Path) -> None:
+    result = run_cli("server", option, "no-such-name-here", cwd=short_tmp, timeout=FAIL_TIMEOUT)
+    assert result.returncode == 2, result
+    assert f"argument {option}: no such" in result.stderr
+    assert_no_traceback(result.stderr)
+
+
+def test_a_lock_file_beside_the_socket_lives_as_long_as_the_server(
+    server: ServerProcess, sock_path: Path
+) -> None:
+    lock = sock_path.with_name(sock_path.name + ".lock")
+    assert lock.read_text() == f"{server.process.pid}\n"
+    assert server.stop(timeout=EVENT_TIMEOUT) == 0
+    assert not lock.exists()

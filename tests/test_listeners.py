@@ -99,7 +99,7 @@ def test_a_live_servers_socket_is_never_taken_over(short_tmp: Path) -> None:
     first = open_unix_listener(UnixAddress(str(path)))
     try:
         inode = os.lstat(path).st_ino
-        with pytest.raises(ListenError, match="already listening") as caught:
+        with pytest.raises(ListenError, match=r"another server \(pid \d+\) already holds") as caught:
             open_unix_listener(UnixAddress(str(path)))
         assert caught.value.errno == errno.EADDRINUSE
         assert isinstance(caught.value, OSError)
@@ -107,6 +107,123 @@ def test_a_live_servers_socket_is_never_taken_over(short_tmp: Path) -> None:
         assert connects(str(path))
     finally:
         first.close()
+
+
+def test_a_live_server_without_a_lock_file_is_found_by_probing(short_tmp: Path) -> None:
+    path = short_tmp / "sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        other.bind(str(path))
+        other.listen()
+        with pytest.raises(ListenError, match="already listening"):
+            open_unix_listener(UnixAddress(str(path)))
+        assert connects(str(path))
+    assert not (short_tmp / "sock.lock").exists()
+
+
+def test_the_lock_file_holds_the_pid_and_goes_at_close(short_tmp: Path) -> None:
+    path = short_tmp / "sock"
+    listener = open_unix_listener(UnixAddress(str(path)))
+    lock = short_tmp / "sock.lock"
+    assert lock.read_text() == f"{os.getpid()}\n"
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+    listener.close()
+    assert not lock.exists()
+
+
+def test_a_lock_file_left_by_a_dead_server_is_taken_over(short_tmp: Path) -> None:
+    # The kernel drops a dead process's flock: the file alone means nothing.
+    (short_tmp / "sock.lock").write_text("999999\n")
+    leave_stale_socket(short_tmp / "sock")
+    listener = open_unix_listener(UnixAddress(str(short_tmp / "sock")))
+    try:
+        assert (short_tmp / "sock.lock").read_text() == f"{os.getpid()}\n"
+        assert connects(str(short_tmp / "sock"))
+    finally:
+        listener.close()
+
+
+def test_a_lock_unlinked_by_its_holder_is_not_trusted(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Between our open() and flock(), the old holder unlinks the file and a
+    # third server creates a new one: we must lock the file at the path now.
+    import fcntl
+
+    path = short_tmp / "sock"
+    real_flock = fcntl.flock
+    swaps: list[int] = []
+
+    def flock_after_a_swap(fd: int, operation: int) -> None:
+        if not swaps:
+            swaps.append(fd)
+            os.unlink(f"{path}.lock")
+            (short_tmp / "sock.lock").write_text("")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr("trio_sock.lockfile.fcntl.flock", flock_after_a_swap)
+    listener = open_unix_listener(UnixAddress(str(path)))
+    try:
+        held = os.fstat(listener._lock._fd)  # type: ignore[union-attr]
+        now = os.stat(f"{path}.lock")
+        assert (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+        assert len(swaps) == 1
+    finally:
+        listener.close()
+
+
+def test_a_world_writable_directory_without_the_sticky_bit_is_warned_about(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    open_dir = short_tmp / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    sticky = short_tmp / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    with caplog.at_level(logging.WARNING, logger="trio_sock.listeners"):
+        open_unix_listener(UnixAddress(str(sticky / "s"))).close()
+        assert not caplog.records
+        open_unix_listener(UnixAddress(str(open_dir / "s"))).close()
+    (record,) = caplog.records
+    assert "anyone could replace the socket" in record.getMessage()
+
+
+def test_the_socket_file_can_be_given_to_a_group_before_listen(short_tmp: Path) -> None:
+    group = os.getgroups()[-1] if os.getgroups() else os.getgid()
+    path = short_tmp / "sock"
+    listener = open_unix_listener(UnixAddress(str(path)), mode=0o660, group=group)
+    try:
+        assert os.lstat(path).st_gid == group
+        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o660
+    finally:
+        listener.close()
+
+
+def test_a_group_the_server_may_not_use_is_explained(short_tmp: Path) -> None:
+    from tests.helpers import unprivileged
+
+    # As root, a child without capabilities stands in for an ordinary user.
+    short_tmp.chmod(0o777)
+    code = (
+        "import sys; from trio_sock.listeners import open_unix_listener;"
+        "from trio_sock import UnixAddress, ListenError\n"
+        "try: open_unix_listener(UnixAddress(sys.argv[1]), group=4242)\n"
+        "except ListenError as e: print(e); sys.exit(3)"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(short_tmp / "sock")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        preexec_fn=unprivileged(),
+        check=False,
+    )
+    assert done.returncode == 3, done
+    assert "cannot give the socket file to group 4242" in done.stdout
+    assert sorted(p.name for p in short_tmp.iterdir()) == []
 
 
 def test_a_live_server_with_a_full_queue_still_counts_as_live(short_tmp: Path) -> None:
@@ -249,12 +366,11 @@ def test_close_leaves_another_servers_socket_in_place(short_tmp: Path) -> None:
     path = short_tmp / "sock"
     ours = open_unix_listener(UnixAddress(str(path)))
     path.unlink()
-    theirs = open_unix_listener(UnixAddress(str(path)))
-    try:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as theirs:
+        theirs.bind(str(path))
+        theirs.listen()
         ours.close()
         assert connects(str(path))
-    finally:
-        theirs.close()
 
 
 def test_an_abstract_name_has_no_file_and_cannot_be_bound_twice(short_tmp: Path) -> None:

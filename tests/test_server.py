@@ -20,8 +20,10 @@ import pytest
 import trio
 import trio.testing
 
+import trio_sock.connection
 import trio_sock.listeners
 import trio_sock.server
+import trio_sock.stats
 from trio_sock import (
     ListenError,
     Server,
@@ -31,7 +33,7 @@ from trio_sock import (
     increment,
     serve,
 )
-from trio_sock.server import RECEIVE_SIZE
+from trio_sock.connection import RECEIVE_SIZE
 
 if TYPE_CHECKING:
     from trio_sock.config import Address
@@ -180,7 +182,7 @@ async def test_once_mode_frees_the_slot_of_a_client_that_keeps_its_side_open(
         assert await stream.receive_some(1) == b""  # the server's EOF comes with the reply
         await trio.testing.wait_all_tasks_blocked()
         assert server.active_clients == 1  # still discarding what we might send
-        await trio.sleep(trio_sock.server.LINGER_TIME)
+        await trio.sleep(trio_sock.connection.LINGER_TIME)
         await trio.testing.wait_all_tasks_blocked()
         assert server.active_clients == 0
 
@@ -429,7 +431,7 @@ async def test_a_bug_in_one_client_task_ends_only_that_client(
         raise RuntimeError("boom")
 
     other = await connect(server.addresses[1])
-    monkeypatch.setattr(trio_sock.server, "increment", broken)
+    monkeypatch.setattr(trio_sock.connection, "increment", broken)
     victim = await connect(server.addresses[0])
     async with victim:
         await victim.send_all(b"A")
@@ -488,6 +490,10 @@ class _AcceptFailing:
         self._real = real
         self.failures = failures
 
+    @property
+    def family(self) -> int:
+        return self._real.family
+
     def fileno(self) -> int:
         return self._real.fileno()
 
@@ -541,11 +547,11 @@ async def test_the_hot_path_is_cancelled_promptly_while_blocked_on_a_peer_that_n
     # A lockstep stream is a peer with no buffer at all: send_all blocks until
     # the other side reads, which this one never does.
     server_side, client_side = trio.testing.lockstep_stream_pair()
-    tally = trio_sock.server._Tally(0.0)
+    tally = trio_sock.stats.Tally(0.0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client_side.send_all, b"A" * 10)
         with trio.move_on_after(3) as scope:
-            await trio_sock.server._reply_until_eof(server_side, ServerConfig(), tally)  # type: ignore[arg-type]
+            await trio_sock.connection._reply_until_eof(server_side, ServerConfig(), tally)  # type: ignore[arg-type]
         nursery.cancel_scope.cancel()
     assert scope.cancelled_caught
     assert trio.current_time() == pytest.approx(3)
@@ -554,7 +560,7 @@ async def test_the_hot_path_is_cancelled_promptly_while_blocked_on_a_peer_that_n
 
 async def test_the_hot_path_counts_what_it_relayed_and_ends_on_eof() -> None:
     server_side, client_side = trio.testing.memory_stream_pair()
-    tally = trio_sock.server._Tally(0.0)
+    tally = trio_sock.stats.Tally(0.0)
     config = ServerConfig()
 
     async def client() -> None:
@@ -564,6 +570,6 @@ async def test_the_hot_path_counts_what_it_relayed_and_ends_on_eof() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
-        reason = await trio_sock.server._reply_until_eof(server_side, config, tally)  # type: ignore[arg-type]
+        reason = await trio_sock.connection._reply_until_eof(server_side, config, tally)  # type: ignore[arg-type]
         assert reason == "eof"
     assert (tally.received, tally.sent) == (5, 5)

@@ -26,6 +26,7 @@ from .errors import TrioSockError as TrioSockError
 from .protocol import increment as increment
 from .server import Server as Server
 from .server import serve as serve
+from .stats import ServerStats as ServerStats
 
 __all__ = [
     "Address",
@@ -36,6 +37,7 @@ __all__ = [
     "ProtocolError",
     "Server",
     "ServerConfig",
+    "ServerStats",
     "TcpAddress",
     "TrioSockError",
     "UnixAddress",

@@ -218,6 +218,27 @@ def _check_mode(_: object, attribute: attrs.Attribute[int], value: int) -> None:
         raise ValueError(f"socket_mode must be permission bits 0o000 to 0o777, not {value!r}")
 
 
+def _check_id(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"user and group ids must be ints, not {value!r}")
+    if not 0 <= value < 2**32 - 1:
+        raise ValueError(f"user and group ids are 0 to 4294967294, not {value!r}")
+
+
+def _to_ids(value: Iterable[int]) -> frozenset[int]:
+    return frozenset(value)
+
+
+def _check_optional_id(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _check_id(value)
+
+
+def _check_ids(_: object, attribute: attrs.Attribute[Any], value: frozenset[object]) -> None:
+    for item in value:
+        _check_id(item)
+
+
 DEFAULT_ADDRESSES: Final[tuple[Address, ...]] = (
     UnixAddress(DEFAULT_UNIX_PATH),
     TcpAddress(DEFAULT_TCP_HOST, DEFAULT_TCP_PORT),
@@ -248,6 +269,19 @@ class ServerConfig:
     """Listen queue length; ``None`` asks for the most the kernel allows, as Trio does."""
     socket_mode: int = attrs.field(default=DEFAULT_SOCKET_MODE, validator=_check_mode)
     """Permission bits of each Unix socket file; it never exists with wider ones."""
+    socket_group: int | None = attrs.field(default=None, validator=_check_optional_id)
+    """Group id to give each Unix socket file (with a mode like ``0o660``, its members
+    may connect); ``None`` keeps the server's own group."""
+    allow_uids: frozenset[int] = attrs.field(
+        default=frozenset(), converter=_to_ids, validator=_check_ids
+    )
+    """Unix peers whose user id is in here are served.  With ``allow_gids``, empty
+    means no check beyond the file's mode; abstract names then serve the
+    server's own user only."""
+    allow_gids: frozenset[int] = attrs.field(
+        default=frozenset(), converter=_to_ids, validator=_check_ids
+    )
+    """Unix peers with one of these groups, primary or supplementary, are served."""
 
 
 def _check_char(_: object, attribute: attrs.Attribute[str], value: str) -> None:

@@ -2,6 +2,8 @@
 
 Every rule about socket files lives here and only here:
 
+- one server per path: each holds an exclusive lock on ``PATH.lock`` for its
+  whole life (see ``lockfile``), so two started at once cannot both win;
 - a path that exists and is not a socket is never touched;
 - an existing socket is probed with ``connect()``: a live server is never taken
   over, a stale file (nothing accepts on it) is replaced, with a warning;
@@ -10,6 +12,9 @@ Every rule about socket files lives here and only here:
   ``listen()``, then ``rename()``-d over the target: the file never exists with
   wider permissions, and a stale file is swapped atomically, with no moment
   when the path is missing;
+- the socket file can be given to a group (``--socket-group``) before ``listen()``;
+- a directory that anyone may write to, without the sticky bit, gets a warning:
+  anyone could replace the socket there;
 - at exit the file is removed only if the path still names the inode we bound.
 
 Trio has no Unix listener of its own (python-trio/trio#279), hence this module.
@@ -31,6 +36,7 @@ import trio
 
 from .config import Address, ServerConfig, TcpAddress, UnixAddress
 from .errors import ListenError
+from .lockfile import LockFile
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -80,12 +86,16 @@ class Listener:
     address: Address
     """The address as bound: a TCP port of 0 is replaced by the real one."""
     _socket_file: _SocketFile | None = None
+    _lock: LockFile | None = None
 
     def close(self) -> None:
         """Remove our socket file (first, so new clients see no server), then close."""
         if self._socket_file is not None:
             self._socket_file.remove()
             self._socket_file = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         self.socket.close()
 
 
@@ -184,8 +194,25 @@ def _umask_for(mode: int) -> Iterator[None]:
         os.umask(old)
 
 
+def _warn_if_open_to_all(directory: str) -> None:
+    try:
+        mode = os.stat(directory).st_mode
+    except OSError:
+        return
+    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+        _log.warning(
+            "anyone may write to %s and it is not sticky (chmod +t): anyone could replace"
+            " the socket there; prefer a directory only the server's user may write to",
+            os.path.abspath(directory),
+        )
+
+
 def open_unix_listener(
-    address: UnixAddress, *, backlog: int | None = None, mode: int = 0o600
+    address: UnixAddress,
+    *,
+    backlog: int | None = None,
+    mode: int = 0o600,
+    group: int | None = None,
 ) -> Listener:
     """Bind and listen on a Unix socket, following every rule in this module's docstring.
 
@@ -196,6 +223,7 @@ def open_unix_listener(
         address: The socket file or ``@abstract`` name.
         backlog: Listen queue length; ``None`` for the most the kernel allows.
         mode: Permission bits for the socket file (ignored for abstract names).
+        group: Group id to give the socket file, or ``None`` to keep the process's.
 
     Returns:
         The listener; its ``close()`` removes the file if it is still ours.
@@ -217,6 +245,24 @@ def open_unix_listener(
         return Listener(sock, address)
 
     path = address.path
+    _warn_if_open_to_all(os.path.dirname(path) or ".")
+    try:
+        lock = LockFile.acquire(path, address)
+    except ListenError:
+        raise
+    except OSError as exc:
+        raise _explain(address, exc) from exc
+    try:
+        return _bind_socket_file(address, queue, mode, group, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _bind_socket_file(
+    address: UnixAddress, queue: int, mode: int, group: int | None, lock: LockFile
+) -> Listener:
+    path = address.path
     stale = _is_stale(address)
     candidate = os.path.join(os.path.dirname(path), f".{secrets.token_hex(4)}.tmp")
     # No room for a temporary name beside a path this long: bind in place,
@@ -228,6 +274,8 @@ def open_unix_listener(
             os.unlink(path)
         with _umask_for(mode):
             sock.bind(temporary or path)
+        if group is not None:
+            _give_to_group(address, temporary or path, group)
         os.chmod(temporary or path, mode)
         sock.listen(queue)
         bound = os.lstat(temporary or path)
@@ -244,7 +292,18 @@ def open_unix_listener(
     if stale:
         _log.warning("replaced the stale socket file %s (nothing was accepting on it)", path)
     sock.setblocking(False)
-    return Listener(sock, address, _SocketFile(path, bound.st_dev, bound.st_ino))
+    return Listener(sock, address, _SocketFile(path, bound.st_dev, bound.st_ino), lock)
+
+
+def _give_to_group(address: UnixAddress, path: str, group: int) -> None:
+    try:
+        os.chown(path, -1, group)
+    except PermissionError as exc:
+        raise ListenError(
+            f"cannot listen on {address}: cannot give the socket file to group {group}"
+            f" ({exc.strerror}); the server's user must be a member of it",
+            errno=exc.errno,
+        ) from exc
 
 
 async def open_tcp_listeners(address: TcpAddress, *, backlog: int | None = None) -> list[Listener]:
@@ -282,7 +341,12 @@ async def open_listeners(config: ServerConfig) -> list[Listener]:
         for address in config.addresses:
             if isinstance(address, UnixAddress):
                 listeners.append(
-                    open_unix_listener(address, backlog=config.backlog, mode=config.socket_mode)
+                    open_unix_listener(
+                        address,
+                        backlog=config.backlog,
+                        mode=config.socket_mode,
+                        group=config.socket_group,
+                    )
                 )
             else:
                 listeners += await open_tcp_listeners(address, backlog=config.backlog)

@@ -1,10 +1,10 @@
-"""Serve the increment protocol: supervision, limits, timeouts and shutdown.
+"""Serve the increment protocol: supervision, limits, peer policy and shutdown.
 
 The shape is hypercorn's Trio worker: client tasks live in an outer nursery,
 accept loops in an inner one.  Stopping cancels the inner nursery (no new
 clients), closes the listeners, then gives the outer one a deadline: the grace
-period.  Each client task handles its own failures, so a reset, garbage or a
-timeout ends that client and nothing else.
+period.  Each client task (``connection``) handles its own failures, so a
+reset, garbage or a timeout ends that client and nothing else.
 """
 
 from __future__ import annotations
@@ -13,37 +13,30 @@ import errno
 import logging
 import math
 import resource
+import socket
 from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
 
+from .access import PeerCredentials, policy_for
+from .connection import Context, serve_connection
 from .listeners import Listener, open_listeners
-from .protocol import ONCE_SIZE, increment
+from .stats import Counters, ServerStats
 
 if TYPE_CHECKING:
-    import socket
-
     from .config import Address, ServerConfig
 
 _log = logging.getLogger("trio_sock.server")
-_clients_log = logging.getLogger("trio_sock.clients")
 
-#: Trio's own ``receive_some`` default: one read drains most socket buffers, and
-#: a client that never reads its replies pins at most this much (plus the reply).
-RECEIVE_SIZE: Final = 65536
 #: Out of descriptors, accept() fails at once until a client leaves; pausing
 #: this long (as ``trio.serve_listeners`` does) avoids a hot loop meanwhile.
 ACCEPT_BACKOFF: Final = 0.1
-#: At most one log line per this many seconds about failing accepts, with a count.
-ACCEPT_ERROR_LOG_INTERVAL: Final = 1.0
-#: In --once mode, after the reply, how long and how much of the client's
-#: remaining input to discard before closing (see ``_close_gently``): plenty
-#: for a line piped into nc, too little for a client to hold its slot.
-LINGER_TIME: Final = 2.0
-LINGER_BYTES: Final = 1024 * 1024
+#: At most one warning per this many seconds about failing accepts or refused
+#: peers, with a count: a flood of them must not become a flood of logs.
+WARNING_INTERVAL: Final = 1.0
 #: Descriptors the server itself may hold besides clients: stdio, listeners,
-#: epoll, Trio's wakeup pair, a resolver thread's socket, the socket-file probe.
+#: lock files, epoll, Trio's wakeup pair, a resolver thread's socket, the probe.
 _RESERVED_FDS: Final = 16
 
 # accept() failing with these means the process or system is out of resources:
@@ -63,20 +56,27 @@ class Server:
 
     addresses: tuple[Address, ...]
     """Every bound address, in config order; TCP port 0 replaced by the real one."""
-    _limiter: trio.CapacityLimiter
+    _context: Context
     _accepting: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    accepted: int = 0
-    """Connections accepted since the start."""
+
+    @property
+    def accepted(self) -> int:
+        """Connections accepted since the start."""
+        return self._context.counters.accepted
 
     @property
     def active_clients(self) -> int:
         """Clients being served right now."""
-        return int(self._limiter.borrowed_tokens)
+        return int(self._context.limiter.borrowed_tokens)
 
     @property
     def stopping(self) -> bool:
         """True once ``stop()`` was called."""
         return self._accepting.cancel_called
+
+    def stats(self) -> ServerStats:
+        """The counters since the start: accepted, active, refused, bytes..."""
+        return self._context.counters.snapshot()
 
     def stop(self) -> None:
         """Stop accepting and remove socket files now; let clients finish within the grace.
@@ -112,22 +112,18 @@ async def serve(
     _warn_if_fds_are_short(config.max_clients)
     listeners = await open_listeners(config)
     try:
-        server = Server(
-            tuple(listener.address for listener in listeners),
-            trio.CapacityLimiter(config.max_clients),
-        )
+        context = Context(config, trio.CapacityLimiter(config.max_clients), Counters())
+        server = Server(tuple(listener.address for listener in listeners), context)
         async with trio.open_nursery() as clients:
             with server._accepting:
                 async with trio.open_nursery() as accepting:
                     for listener in listeners:
-                        accepting.start_soon(_accept_loop, listener, clients, server, config)
+                        accepting.start_soon(_accept_loop, listener, clients, context)
                     task_status.started(server)
             for listener in listeners:
                 listener.close()
             active = server.active_clients
-            _log.info(
-                "stopped accepting; %d active clients have %ss to finish", active, config.grace
-            )
+            _log.info("stopped accepting; %d clients have %ss to finish", active, config.grace)
             if active:
                 clients.cancel_scope.deadline = trio.current_time() + config.grace
             else:
@@ -151,29 +147,30 @@ def _warn_if_fds_are_short(max_clients: int) -> None:
         )
 
 
-class _AcceptErrorLog:
-    """Log failing accepts at most once per interval, with how many there were."""
+class _Throttle:
+    """Says when a repeated warning may be logged again, and how many it stands for."""
 
     def __init__(self) -> None:
         self._next = -math.inf
         self._count = 0
 
-    def failed(self, exc: OSError, address: Address) -> None:
+    def due(self) -> int:
+        """Count one event; return how many to report now, or 0 to stay quiet."""
         self._count += 1
         now = trio.current_time()
-        if now >= self._next:
-            _log.warning(
-                "accept on %s failed %d times: %s; retrying", address, self._count, exc.strerror
-            )
-            self._next = now + ACCEPT_ERROR_LOG_INTERVAL
-            self._count = 0
+        if now < self._next:
+            return 0
+        self._next = now + WARNING_INTERVAL
+        count, self._count = self._count, 0
+        return count
 
 
-async def _accept_loop(
-    listener: Listener, clients: trio.Nursery, server: Server, config: ServerConfig
-) -> None:
+async def _accept_loop(listener: Listener, clients: trio.Nursery, context: Context) -> None:
     """Accept clients on one listener for as long as the server accepts."""
-    sock, limiter, errors = listener.socket, server._limiter, _AcceptErrorLog()
+    sock, limiter, counters = listener.socket, context.limiter, context.counters
+    policy = policy_for(listener.address, context.config)
+    is_unix = sock.family == socket.AF_UNIX
+    failures, refusals = _Throttle(), _Throttle()
     while True:
         # Wait for a pending connection *before* taking a client slot: a slot
         # held by a loop whose listener is quiet would starve the others.
@@ -190,150 +187,34 @@ async def _accept_loop(
         except OSError as exc:
             limiter.release_on_behalf_of(slot)
             if exc.errno in _OUT_OF_RESOURCES:
-                errors.failed(exc, listener.address)
+                counters.accept_errors += 1
+                if count := failures.due():
+                    _log.warning(
+                        "accept on %s failed %d times: %s; retrying",
+                        listener.address,
+                        count,
+                        exc.strerror,
+                    )
                 await trio.sleep(ACCEPT_BACKOFF)
                 continue
             if exc.errno in _CONNECTION_GONE:
                 continue
             raise
-        server.accepted += 1
+        counters.accepted += 1
+        if is_unix:
+            peer = PeerCredentials.of(conn)
+            if policy is not None and not policy.allows(conn, peer):
+                conn.close()
+                limiter.release_on_behalf_of(slot)
+                counters.refused += 1
+                if count := refusals.due():
+                    _log.warning(
+                        "refused %d peers on %s not allowed by the peer policy (last: %s)",
+                        count,
+                        listener.address,
+                        peer,
+                    )
+                continue
         clients.start_soon(
-            _serve_client, conn, peer, slot, server.accepted, listener.address, server, config
+            serve_connection, conn, peer, slot, counters.accepted, listener.address, context
         )
-
-
-async def _serve_client(
-    conn: socket.socket,
-    peer: object,
-    slot: object,
-    number: int,
-    address: Address,
-    server: Server,
-    config: ServerConfig,
-) -> None:
-    """Run one client to its end, whatever that end is; never raise."""
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
-    tally = _Tally(trio.current_time())
-    reason = "cancelled at shutdown"
-    try:
-        if config.once:
-            reason = await _reply_once(stream, config, tally)
-        else:
-            reason = await _reply_until_eof(stream, config, tally)
-    except trio.BrokenResourceError as exc:
-        cause = exc.__cause__
-        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else "broken"
-    except Exception as exc:
-        # A bug, not the client's doing: say so, but keep serving the others.
-        reason = "internal error"
-        _log.error(
-            "client %d on %s failed: %r",
-            number,
-            address,
-            exc,
-            exc_info=_log.isEnabledFor(logging.DEBUG),
-        )
-    finally:
-        server._limiter.release_on_behalf_of(slot)
-        stream.socket.close()
-        if _clients_log.isEnabledFor(logging.INFO):
-            _log_departure(number, address, peer, tally, reason)
-
-
-@attrs.define
-class _Tally:
-    started: float
-    received: int = 0
-    sent: int = 0
-
-
-def _log_departure(number: int, address: Address, peer: object, tally: _Tally, reason: str) -> None:
-    peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "local"
-    duration = trio.current_time() - tally.started
-    _clients_log.info(
-        "client %d left %s peer=%s in=%d out=%d duration=%.3fs reason=%s",
-        number,
-        address,
-        peer_text,
-        tally.received,
-        tally.sent,
-        duration,
-        reason,
-        extra={
-            "client": number,
-            "listener": str(address),
-            "transport": address.transport,
-            "peer": peer_text,
-            "bytes_in": tally.received,
-            "bytes_out": tally.sent,
-            "duration": round(duration, 6),
-            "reason": reason,
-        },
-    )
-
-
-async def _reply_until_eof(stream: trio.SocketStream, config: ServerConfig, tally: _Tally) -> str:
-    """The hot path: reply to every chunk until the client's EOF.
-
-    One read, one translate, one send per chunk.  The idle watchdog is one
-    cancel scope whose deadline moves after each reply, rather than a new
-    scope per read.  A client that stops reading blocks ``send_all``, which
-    stops the reads: at most one chunk per client is ever buffered here.
-    """
-    receive_some, send_all, idle, delay = (
-        stream.receive_some,
-        stream.send_all,
-        config.idle_timeout,
-        config.delay,
-    )
-    with trio.CancelScope(deadline=trio.current_time() + idle) as watchdog:
-        while data := await receive_some(RECEIVE_SIZE):
-            tally.received += len(data)
-            if delay:  # simulated work is the server's time, not the client's idleness
-                watchdog.deadline = math.inf
-                await trio.sleep(delay)
-                watchdog.deadline = trio.current_time() + idle
-            await send_all(increment(data))
-            tally.sent += len(data)
-            watchdog.deadline = trio.current_time() + idle
-        return "eof"
-    return "idle timeout"
-
-
-async def _reply_once(stream: trio.SocketStream, config: ServerConfig, tally: _Tally) -> str:
-    """The book's server: read one byte, write its successor, close."""
-    data: bytes | None = None
-    with trio.move_on_after(config.idle_timeout):
-        data = await stream.receive_some(ONCE_SIZE)
-    if not data:
-        return "eof before a byte" if data is not None else "idle timeout"
-    tally.received = 1
-    if config.delay:  # simulated work is not the client's idleness
-        await trio.sleep(config.delay)
-    with trio.move_on_after(config.idle_timeout):
-        await stream.send_all(increment(data))
-        tally.sent = 1
-    if not tally.sent:
-        return "idle timeout"
-    await _close_gently(stream)
-    return "replied once"
-
-
-async def _close_gently(stream: trio.SocketStream) -> None:
-    """Send EOF, then discard what the client still sends, for a little while.
-
-    Closing a socket with unread input makes the kernel reset the connection,
-    and a reset can destroy the reply before the client reads it: ``echo A |
-    nc`` sends two bytes and would never see its ``B``.
-    """
-    with trio.move_on_after(LINGER_TIME):
-        try:
-            await stream.send_eof()
-            discarded = 0
-            while discarded < LINGER_BYTES:
-                chunk = await stream.receive_some(RECEIVE_SIZE)
-                if not chunk:
-                    return
-                discarded += len(chunk)
-        except trio.BrokenResourceError:
-            return  # the client is gone already: nothing left to protect

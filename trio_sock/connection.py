@@ -1,0 +1,189 @@
+"""One client's connection, from accept to close; the hot path lives here.
+
+Every way a connection can end is caught here and becomes the ``reason`` in
+the one log record each client leaves: ``eof``, ``idle timeout``, a reset,
+``cancelled at shutdown``.  Nothing a client does escapes its own task.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import trio
+
+from .access import PeerCredentials
+from .protocol import ONCE_SIZE, increment
+from .stats import Counters, Tally
+
+if TYPE_CHECKING:
+    import socket
+
+    from .config import Address, ServerConfig
+
+_log = logging.getLogger("trio_sock.server")
+_clients_log = logging.getLogger("trio_sock.clients")
+
+#: Trio's own ``receive_some`` default: one read drains most socket buffers, and
+#: a client that never reads its replies pins at most this much (plus the reply).
+RECEIVE_SIZE: Final = 65536
+#: In --once mode, after the reply, how long and how much of the client's
+#: remaining input to discard before closing (see ``_close_gently``): plenty
+#: for a line piped into nc, too little for a client to hold its slot.
+LINGER_TIME: Final = 2.0
+LINGER_BYTES: Final = 1024 * 1024
+IDLE_TIMEOUT: Final = "idle timeout"
+
+
+@attrs.frozen
+class Context:
+    """What every client task of one server shares."""
+
+    config: ServerConfig
+    limiter: trio.CapacityLimiter
+    """Each task holds one slot of it, from before its accept() until it ends."""
+    counters: Counters
+
+
+async def serve_connection(
+    conn: socket.socket,
+    peer: object,
+    slot: object,
+    number: int,
+    address: Address,
+    context: Context,
+) -> None:
+    """Run one client to its end, whatever that end is; never raise.
+
+    Args:
+        conn: The accepted socket; closed when this returns.
+        peer: The peer as logs show it: ``(host, port)`` or ``PeerCredentials``.
+        slot: The limiter slot taken for this client; released when this returns.
+        number: The client's number since the server started.
+        address: The listener it came through.
+        context: What the server's client tasks share.
+    """
+    config = context.config
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+    tally = Tally(trio.current_time())
+    context.counters.arrived(tally)
+    reason = "cancelled at shutdown"
+    try:
+        if config.once:
+            reason = await _reply_once(stream, config, tally)
+        else:
+            reason = await _reply_until_eof(stream, config, tally)
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else "broken"
+    except Exception as exc:
+        # A bug, not the client's doing: say so, but keep serving the others.
+        reason = "internal error"
+        _log.error(
+            "client %d on %s failed: %r",
+            number,
+            address,
+            exc,
+            exc_info=_log.isEnabledFor(logging.DEBUG),
+        )
+    finally:
+        context.limiter.release_on_behalf_of(slot)
+        stream.socket.close()
+        context.counters.left(tally, idle=reason == IDLE_TIMEOUT)
+        if _clients_log.isEnabledFor(logging.INFO):
+            _log_departure(number, address, peer, tally, reason)
+
+
+def _log_departure(number: int, address: Address, peer: object, tally: Tally, reason: str) -> None:
+    peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+    duration = trio.current_time() - tally.started
+    _clients_log.info(
+        "client %d left %s peer=%s in=%d out=%d duration=%.3fs reason=%s",
+        number,
+        address,
+        peer_text,
+        tally.received,
+        tally.sent,
+        duration,
+        reason,
+        extra={
+            "client": number,
+            "listener": str(address),
+            "transport": address.transport,
+            "peer": peer_text,
+            "bytes_in": tally.received,
+            "bytes_out": tally.sent,
+            "duration": round(duration, 6),
+            "reason": reason,
+            **(attrs.asdict(peer) if isinstance(peer, PeerCredentials) else {}),
+        },
+    )
+
+
+async def _reply_until_eof(stream: trio.SocketStream, config: ServerConfig, tally: Tally) -> str:
+    """The hot path: reply to every chunk until the client's EOF.
+
+    One read, one translate, one send per chunk.  The idle watchdog is one
+    cancel scope whose deadline moves after each reply, rather than a new
+    scope per read.  A client that stops reading blocks ``send_all``, which
+    stops the reads: at most one chunk per client is ever buffered here.
+    """
+    receive_some, send_all, idle, delay = (
+        stream.receive_some,
+        stream.send_all,
+        config.idle_timeout,
+        config.delay,
+    )
+    with trio.CancelScope(deadline=trio.current_time() + idle) as watchdog:
+        while data := await receive_some(RECEIVE_SIZE):
+            tally.received += len(data)
+            if delay:  # simulated work is the server's time, not the client's idleness
+                watchdog.deadline = math.inf
+                await trio.sleep(delay)
+                watchdog.deadline = trio.current_time() + idle
+            await send_all(increment(data))
+            tally.sent += len(data)
+            watchdog.deadline = trio.current_time() + idle
+        return "eof"
+    return IDLE_TIMEOUT
+
+
+async def _reply_once(stream: trio.SocketStream, config: ServerConfig, tally: Tally) -> str:
+    """The book's server: read one byte, write its successor, close."""
+    data: bytes | None = None
+    with trio.move_on_after(config.idle_timeout):
+        data = await stream.receive_some(ONCE_SIZE)
+    if not data:
+        return "eof before a byte" if data is not None else IDLE_TIMEOUT
+    tally.received = 1
+    if config.delay:  # simulated work is not the client's idleness
+        await trio.sleep(config.delay)
+    with trio.move_on_after(config.idle_timeout):
+        await stream.send_all(increment(data))
+        tally.sent = 1
+    if not tally.sent:
+        return IDLE_TIMEOUT
+    await _close_gently(stream)
+    return "replied once"
+
+
+async def _close_gently(stream: trio.SocketStream) -> None:
+    """Send EOF, then discard what the client still sends, for a little while.
+
+    Closing a socket with unread input makes the kernel reset the connection,
+    and a reset can destroy the reply before the client reads it: ``echo A |
+    nc`` sends two bytes and would never see its ``B``.
+    """
+    with trio.move_on_after(LINGER_TIME):
+        try:
+            await stream.send_eof()
+            discarded = 0
+            while discarded < LINGER_BYTES:
+                chunk = await stream.receive_some(RECEIVE_SIZE)
+                if not chunk:
+                    return
+                discarded += len(chunk)
+        except trio.BrokenResourceError:
+            return  # the client is gone already: nothing left to protect

@@ -1,0 +1,108 @@
+"""``PATH.lock``: one server per socket path, even when two start at the same instant.
+
+Probing a socket with ``connect()`` cannot settle a race: two servers started
+together both find no live socket, and the second to ``rename()`` would take
+the path from the first.  So, as PostgreSQL does for its socket, each server
+first takes an exclusive ``flock`` on a lock file beside the socket and holds
+it for its whole life.  The kernel drops the lock when the process dies, even
+by ``kill -9``, so a lock file left behind is never mistaken for a live server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from typing import Final
+
+import attrs
+
+from .errors import ListenError
+
+#: Attempts to lock a file that its holder keeps unlinking at exit; each lost
+#: race needs a server to start and stop in between, so a few are plenty.
+_ATTEMPTS: Final = 10
+
+
+@attrs.define(eq=False)
+class LockFile:
+    """An exclusive ``flock`` on ``PATH.lock``, with this process's pid inside.
+
+    Error handling:
+        ``release`` never raises and may be called any number of times.
+    """
+
+    path: str
+    _fd: int
+    _identity: tuple[int, int]
+
+    @classmethod
+    def acquire(cls, socket_path: str, address: object) -> LockFile:
+        """Lock ``socket_path + ".lock"``, creating it if needed.
+
+        Args:
+            socket_path: The socket file the lock guards.
+            address: How error messages name the address (``unix:PATH``).
+
+        Raises:
+            ListenError: another live server holds the lock (its pid is named), or the
+                lock file cannot be created (the OS error is explained).
+        """
+        path = socket_path + ".lock"
+        for _ in range(_ATTEMPTS):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                who = f"another server (pid {holder})" if holder else "another server"
+                raise ListenError(
+                    f"cannot listen on {address}: {who} already holds {path};"
+                    " stop it first, or pick another path with --unix",
+                    errno=errno.EADDRINUSE,
+                ) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            held = os.fstat(fd)
+            identity = (held.st_dev, held.st_ino)
+            if _identity_of(path) == identity:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                return cls(path, fd, identity)
+            # The holder unlinked the file between our open() and flock(): the
+            # lock we got guards nothing.  Start again with the path as it is now.
+            os.close(fd)
+        raise ListenError(
+            f"cannot listen on {address}: {path} keeps changing; is a server restarting"
+            " in a loop? stop it, or pick another path with --unix",
+            errno=errno.EBUSY,
+        )
+
+    def release(self) -> None:
+        """Unlink the lock file (while still holding it, so no one locks a dead file),
+        if it is still ours, then let go."""
+        if self._fd < 0:
+            return
+        if _identity_of(self.path) == self._identity:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+        os.close(self._fd)
+        self._fd = -1
+
+
+def _identity_of(path: str) -> tuple[int, int] | None:
+    try:
+        now = os.stat(path)
+    except OSError:
+        return None
+    return (now.st_dev, now.st_ino)
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip())
+    except (OSError, ValueError):
+        return None

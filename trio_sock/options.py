@@ -1,0 +1,345 @@
+"""The command line's options: argparse, the checks on each value, and ``parse``.
+
+Every value is checked as it is read, so a bad one ends with exit 2, the usage
+and a message naming the option; what only the whole config can check (the
+same address twice) is caught by the config's own validators and reported the
+same way.  Nothing here runs a server or a client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import math
+import pwd
+from typing import TYPE_CHECKING, TypeVar
+
+import attrs
+
+from . import config as cfg
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+T = TypeVar("T")
+
+
+def _argument_type(name: str, parse: Callable[[str], T]) -> Callable[[str], T]:
+    """Wrap ``parse`` so that its ValueError becomes argparse's usage error, message intact."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = name
+    return convert
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {text!r}") from None
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"expected 0 or more seconds, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise ValueError(f"expected more than 0 seconds, got {text!r}")
+    return value
+
+
+def _finite_seconds(text: str) -> float:
+    value = _seconds(text)
+    if math.isinf(value):
+        raise ValueError(f"expected a finite number of seconds, got {text!r}")
+    return value
+
+
+def _backlog(text: str) -> int:
+    value = _positive_int(text)
+    if value > cfg.MAX_BACKLOG:
+        raise ValueError(f"expected at most {cfg.MAX_BACKLOG}, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"expected 1 or more, got {text!r}")
+    return value
+
+
+def _octal_mode(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise ValueError(f"expected octal permission bits such as 600, got {text!r}") from None
+    if not 0 <= value <= 0o777:
+        raise ValueError(f"expected permission bits 000 to 777 in octal, got {text!r}")
+    return value
+
+
+def _user_id(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise ValueError(f"no such user {text!r}") from None
+
+
+def _group_id(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise ValueError(f"no such group {text!r}") from None
+
+
+def _char(text: str) -> str:
+    cfg.ClientConfig(char=text)  # the config's own check, so the rule lives in one place
+    return text
+
+
+seconds = _argument_type("seconds", _seconds)
+positive_seconds = _argument_type("positive seconds", _positive_seconds)
+positive_int = _argument_type("positive int", _positive_int)
+finite_seconds = _argument_type("finite seconds", _finite_seconds)
+backlog = _argument_type("backlog", _backlog)
+octal_mode = _argument_type("octal mode", _octal_mode)
+unix_address = _argument_type("unix path", cfg.UnixAddress)
+tcp_address = _argument_type("tcp address", cfg.TcpAddress.parse)
+one_char = _argument_type("char", _char)
+user_id = _argument_type("user", _user_id)
+group_id = _argument_type("group", _group_id)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show each default once: not for flags, not where the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or action.const:
+            return text
+        return text + " (default: %(default)s)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, with every default shown in ``--help``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m trio_sock",
+        description="The sockets chapter's increment server and client, on Trio.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{server,client}")
+    helpful = _HelpFormatter
+
+    server = commands.add_parser(
+        "server", help="serve clients: each byte comes back plus one", formatter_class=helpful
+    )
+    server.set_defaults(subparser=server)
+    server.add_argument(
+        "--unix",
+        action="append",
+        type=unix_address,
+        metavar="PATH",
+        default=None,
+        help="listen on a Unix socket file, or @NAME in the abstract namespace; repeatable"
+        f" (default, with neither --unix nor --tcp: {cfg.DEFAULT_UNIX_PATH} and"
+        f" {cfg.DEFAULT_TCP_HOST}:{cfg.DEFAULT_TCP_PORT})",
+    )
+    server.add_argument(
+        "--tcp",
+        action="append",
+        type=tcp_address,
+        metavar="[HOST:]PORT",
+        default=None,
+        help=f"listen on TCP; the host defaults to {cfg.DEFAULT_TCP_HOST}, [::1]:PORT for"
+        " IPv6, 0.0.0.0:PORT for every interface, port 0 for a free one; repeatable"
+        " (default: see --unix)",
+    )
+    server.add_argument(
+        "--once",
+        action="store_true",
+        help="read one byte per connection, reply, close (default: reply until EOF)",
+    )
+    server.add_argument(
+        "--max-clients",
+        type=positive_int,
+        default=cfg.DEFAULT_MAX_CLIENTS,
+        metavar="N",
+        help="clients served at once; others wait in the listen queue (1: one at a time)",
+    )
+    server.add_argument(
+        "--delay",
+        type=finite_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="simulated work before each reply",
+    )
+    server.add_argument(
+        "--idle-timeout",
+        type=positive_seconds,
+        default=cfg.DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="drop a client that neither sends nor reads for this long",
+    )
+    server.add_argument(
+        "--grace",
+        type=seconds,
+        default=cfg.DEFAULT_GRACE,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, how long active clients may finish",
+    )
+    server.add_argument(
+        "--backlog",
+        type=backlog,
+        default=None,
+        metavar="N",
+        help="listen queue length (default: the most the kernel allows, as Trio)",
+    )
+    server.add_argument(
+        "--socket-mode",
+        type=octal_mode,
+        default=cfg.DEFAULT_SOCKET_MODE,
+        metavar="OCTAL",
+        help="permissions of the Unix socket file (default: 600)",
+    )
+    server.add_argument(
+        "--socket-group",
+        type=group_id,
+        metavar="GROUP",
+        help="give the Unix socket file to this group (name or number), e.g. with"
+        " --socket-mode 660 so that its members may connect (default: the server's group)",
+    )
+    server.add_argument(
+        "--allow-uid",
+        type=user_id,
+        action="append",
+        metavar="USER",
+        help="serve only Unix peers that are this user (name or number), or in an"
+        " --allow-gid group; repeatable (default: anyone the socket file's mode lets in;"
+        " for @NAME, which has no file, only the server's own user)",
+    )
+    server.add_argument(
+        "--allow-gid",
+        type=group_id,
+        action="append",
+        metavar="GROUP",
+        help="serve only Unix peers with this group (name or number), primary or"
+        " supplementary, or an --allow-uid user; repeatable (default: see --allow-uid)",
+    )
+    server.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error", "critical"],
+        default="info",
+        help="least severe log record shown on stderr",
+    )
+    server.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="json: every stderr line is one JSON object",
+    )
+
+    client = commands.add_parser(
+        "client",
+        help="send one character, print the one that comes back",
+        formatter_class=helpful,
+    )
+    client.set_defaults(subparser=client)
+    where = client.add_mutually_exclusive_group()
+    where.add_argument(
+        "--unix",
+        type=unix_address,
+        metavar="PATH",
+        help=f"the server's Unix socket, or @NAME (default: {cfg.DEFAULT_UNIX_PATH})",
+    )
+    where.add_argument(
+        "--tcp",
+        type=tcp_address,
+        metavar="[HOST:]PORT",
+        help=f"the server's TCP address; the host defaults to {cfg.DEFAULT_TCP_HOST}",
+    )
+    client.add_argument(
+        "--char",
+        type=one_char,
+        default="A",
+        metavar="C",
+        help="the character to send: one character that is one byte (Latin-1)",
+    )
+    client.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=cfg.DEFAULT_CLIENT_TIMEOUT,
+        metavar="SECONDS",
+        help="give up if connecting and the reply take longer (each attempt)",
+    )
+    client.add_argument(
+        "--wait",
+        type=seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep retrying, with backoff, while the server is not there yet",
+    )
+    return parser
+
+
+def _server_config(args: argparse.Namespace) -> cfg.ServerConfig:
+    addresses: list[cfg.Address] = [*(args.unix or ()), *(args.tcp or ())]
+    return cfg.ServerConfig(
+        addresses=addresses or cfg.DEFAULT_ADDRESSES,
+        once=args.once,
+        max_clients=args.max_clients,
+        delay=args.delay,
+        idle_timeout=args.idle_timeout,
+        grace=args.grace,
+        backlog=args.backlog,
+        socket_mode=args.socket_mode,
+        socket_group=args.socket_group,
+        allow_uids=args.allow_uid or (),
+        allow_gids=args.allow_gid or (),
+    )
+
+
+def _client_config(args: argparse.Namespace) -> cfg.ClientConfig:
+    return cfg.ClientConfig(
+        address=args.tcp or args.unix or cfg.UnixAddress(cfg.DEFAULT_UNIX_PATH),
+        char=args.char,
+        timeout=args.timeout,
+        wait=args.wait,
+    )
+
+
+@attrs.frozen
+class Command:
+    """A parsed command line: what to run, and how to log it."""
+
+    config: cfg.ServerConfig | cfg.ClientConfig
+    log_level: str = "warning"
+    log_format: str = "text"
+
+
+def parse(argv: Sequence[str] | None = None) -> Command:
+    """Parse a command line into configuration, running nothing.
+
+    Raises:
+        SystemExit: after printing help (code 0) or usage and the error (code 2).
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "server":
+            return Command(_server_config(args), args.log_level, args.log_format)
+        return Command(_client_config(args))
+    except (TypeError, ValueError) as exc:  # what no single option can check alone
+        subparser: argparse.ArgumentParser = args.subparser
+        subparser.error(str(exc))
