@@ -1019,3 +1019,25 @@ def test_a_lock_file_beside_the_socket_lives_as_long_as_the_server(
     assert lock.read_text() == f"{server.process.pid}\n"
     assert server.stop(timeout=EVENT_TIMEOUT) == 0
     assert not lock.exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_starting_ends_the_server_quietly_before_it_binds(
+    short_tmp: Path, signum: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What ``python -m trio_sock`` does first; run in-process so that the
+    # signal surely lands while the program is starting.
+    from trio_sock import _early_signals, cli
+
+    _early_signals.hold()
+    try:
+        os.kill(os.getpid(), signum)
+        code = cli.main(["server", "--unix", str(short_tmp / "s"), "--tcp", "0"])
+    finally:
+        _early_signals.release()
+    assert code == 0
+    assert list(short_tmp.iterdir()) == []
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert_no_traceback(captured.err)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

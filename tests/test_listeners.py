@@ -7,10 +7,13 @@ import logging
 import os
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import unprivileged
 from trio_sock.config import ServerConfig, TcpAddress, UnixAddress
 from trio_sock.errors import ListenError
 from trio_sock.listeners import (
@@ -67,15 +70,15 @@ def test_the_socket_file_is_born_with_its_mode_before_anyone_can_see_it(
     # With the widest umask, and chmod made a no-op, the file must still be
     # created with the mode: it never exists with wider permissions.
     seen: dict[str, int] = {}
-    real_rename = os.rename
+    real_link = os.link
 
-    def spying_rename(source: str, target: str) -> None:
+    def spying_link(source: str, target: str) -> None:
         seen["mode"] = stat.S_IMODE(os.lstat(source).st_mode)
         seen["target_exists"] = os.path.exists(target)
-        real_rename(source, target)
+        real_link(source, target)
 
     monkeypatch.setattr(os, "chmod", lambda *args: None)
-    monkeypatch.setattr(os, "rename", spying_rename)
+    monkeypatch.setattr(os, "link", spying_link)
     old_umask = os.umask(0)
     try:
         listener = open_unix_listener(UnixAddress(str(short_tmp / "sock")), mode=0o640)
@@ -99,7 +102,9 @@ def test_a_live_servers_socket_is_never_taken_over(short_tmp: Path) -> None:
     first = open_unix_listener(UnixAddress(str(path)))
     try:
         inode = os.lstat(path).st_ino
-        with pytest.raises(ListenError, match=r"another server \(pid \d+\) already holds") as caught:
+        with pytest.raises(
+            ListenError, match=r"another server \(pid \d+\) already holds"
+        ) as caught:
             open_unix_listener(UnixAddress(str(path)))
         assert caught.value.errno == errno.EADDRINUSE
         assert isinstance(caught.value, OSError)
@@ -200,8 +205,6 @@ def test_the_socket_file_can_be_given_to_a_group_before_listen(short_tmp: Path) 
 
 
 def test_a_group_the_server_may_not_use_is_explained(short_tmp: Path) -> None:
-    from tests.helpers import unprivileged
-
     # As root, a child without capabilities stands in for an ordinary user.
     short_tmp.chmod(0o777)
     code = (
@@ -210,9 +213,6 @@ def test_a_group_the_server_may_not_use_is_explained(short_tmp: Path) -> None:
         "try: open_unix_listener(UnixAddress(sys.argv[1]), group=4242)\n"
         "except ListenError as e: print(e); sys.exit(3)"
     )
-    import subprocess
-    import sys
-
     done = subprocess.run(
         [sys.executable, "-c", code, str(short_tmp / "sock")],
         capture_output=True,
@@ -224,6 +224,60 @@ def test_a_group_the_server_may_not_use_is_explained(short_tmp: Path) -> None:
     assert done.returncode == 3, done
     assert "cannot give the socket file to group 4242" in done.stdout
     assert sorted(p.name for p in short_tmp.iterdir()) == []
+
+
+def test_a_file_that_appears_while_starting_is_never_replaced(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another program creates the path between the probe and the naming.
+    path = short_tmp / "sock"
+    real_listen = socket.socket.listen
+
+    def listen_then_race(self: socket.socket, backlog: int) -> None:
+        real_listen(self, backlog)
+        path.write_text("theirs")
+
+    monkeypatch.setattr(socket.socket, "listen", listen_then_race)
+    with pytest.raises(ListenError, match="appeared"):
+        open_unix_listener(UnixAddress(str(path)))
+    assert path.read_text() == "theirs"
+    assert sorted(p.name for p in short_tmp.iterdir()) == ["sock"]
+
+
+def test_a_stale_socket_that_changes_while_starting_is_never_replaced(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = short_tmp / "sock"
+    leave_stale_socket(path)
+    real_listen = socket.socket.listen
+
+    def listen_then_swap(self: socket.socket, backlog: int) -> None:
+        real_listen(self, backlog)
+        path.unlink()
+        path.write_text("theirs")
+
+    monkeypatch.setattr(socket.socket, "listen", listen_then_swap)
+    with pytest.raises(ListenError, match="changed while"):
+        open_unix_listener(UnixAddress(str(path)))
+    assert path.read_text() == "theirs"
+
+
+def test_a_directory_that_cannot_be_searched_is_explained(short_tmp: Path) -> None:
+    # As root, a child without capabilities stands in for an ordinary user.
+    locked = short_tmp / "locked"
+    (locked / "sub").mkdir(parents=True)
+    locked.chmod(0o000)
+    try:
+        for path in (locked / "sock", locked / "sub" / "sock"):
+            done = subprocess.run(
+                [sys.executable, "-m", "trio_sock", "server", "--unix", str(path)],
+                capture_output=True, text=True, timeout=30, check=False,
+                preexec_fn=unprivileged(),
+            )  # fmt: skip
+            assert done.returncode == 1, done
+            assert f"cannot listen on unix:{path}: permission denied" in done.stderr
+    finally:
+        locked.chmod(0o700)
 
 
 def test_a_live_server_with_a_full_queue_still_counts_as_live(short_tmp: Path) -> None:

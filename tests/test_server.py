@@ -187,7 +187,7 @@ async def test_once_mode_frees_the_slot_of_a_client_that_keeps_its_side_open(
         assert server.active_clients == 0
 
 
-async def test_start_returns_only_once_the_listeners_accept(
+async def test_every_address_serves_as_soon_as_start_returns(
     nursery: trio.Nursery, server_config: ServerConfig
 ) -> None:
     server = await start(nursery, server_config)
@@ -539,6 +539,35 @@ async def test_running_out_of_descriptors_is_survived_and_logged_without_a_flood
     assert 9 <= elapsed <= 11
     assert 5 <= len(warnings) <= 12
     assert "failed" in warnings[-1].getMessage()
+
+
+async def test_a_connection_that_dies_in_the_listen_queue_is_skipped(
+    server_config: ServerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Linux passes a queued connection's own error (a reset, a timeout, a
+    # firewall) through accept(): it must cost that connection only.
+    real_open = trio_sock.listeners.open_listeners
+
+    class _FailsOnce(_AcceptFailing):
+        def accept(self) -> tuple[socket.socket, Any]:
+            if self.failures:
+                self.failures -= 1
+                raise TimeoutError(110, "Connection timed out")
+            return self._real.accept()
+
+    async def open_failing(config: ServerConfig) -> list[Any]:
+        listeners = await real_open(config)
+        listeners[0].socket = _FailsOnce(listeners[0].socket, 1)  # type: ignore[assignment]
+        return listeners
+
+    monkeypatch.setattr("trio_sock.server.open_listeners", open_failing)
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, server_config)
+        for _ in range(2):
+            stream = await connect(server.addresses[0])
+            async with stream:
+                assert await roundtrip(stream, b"A") == b"B"
+        nursery.cancel_scope.cancel()
 
 
 async def test_the_hot_path_is_cancelled_promptly_while_blocked_on_a_peer_that_never_reads(

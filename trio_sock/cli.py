@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import attrs
 import trio
 
+from . import _early_signals
 from . import config as cfg
 from .errors import TrioSockError
 from .options import Command as Command
@@ -77,6 +78,10 @@ async def _serve_until_signalled(config: cfg.ServerConfig) -> None:
                 await serve(config, task_status=task_status)
                 nursery.cancel_scope.cancel()  # stopped gracefully: stop watching signals
 
+            if held := _early_signals.received():
+                name = signal.Signals(held[0]).name
+                _log.info("%s while starting: not serving", name)
+                return
             server: Server = await nursery.start(run)
             print("server waiting on", *map(_ready_word, server.addresses), flush=True)
             async for signum in signals:
@@ -84,15 +89,14 @@ async def _serve_until_signalled(config: cfg.ServerConfig) -> None:
                 if signum == signal.SIGUSR1:
                     _log_stats(server)
                 elif server.stopping:
-                    _log.warning("%s again: cancelling every client now", name)
+                    _log.warning("second signal (%s): cancelling every client now", name)
                     nursery.cancel_scope.cancel()
                     break
                 else:
                     _log.info(
-                        "%s: stopping; active clients have %ss to finish (%s again to stop now)",
+                        "%s: stopping; clients have %ss to finish (a second signal stops now)",
                         name,
                         config.grace,
-                        name,
                     )
                     server.stop()
         _log_stats(server)
@@ -151,6 +155,9 @@ def _run_server(config: cfg.ServerConfig, log_level: str, log_format: str) -> in
 
 def _run_client(config: cfg.ClientConfig) -> int:
     from .client import send_char
+
+    if held := _early_signals.release():
+        return 128 + held[0]  # the shell's convention for "ended by this signal"
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     try:

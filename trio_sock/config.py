@@ -37,6 +37,8 @@ DEFAULT_SOCKET_MODE: Final = 0o600
 DEFAULT_CLIENT_TIMEOUT: Final = 10.0
 #: Linux stores the backlog in 16 bits (and caps it at net.core.somaxconn).
 MAX_BACKLOG: Final = 0xFFFF
+#: uid_t and gid_t are 32 bits; the all-ones value means "no change" to chown.
+MAX_ID: Final = 2**32 - 2
 
 
 def _check_seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -70,8 +72,9 @@ def _check_unix_path(_: object, attribute: attrs.Attribute[str], value: str) -> 
         raise TypeError(f"a Unix socket path must be a str, not {value!r}")
     if value in ("", "@"):
         raise ValueError(f"a Unix socket path must not be empty, got {value!r}")
-    if "\0" in value:
-        raise ValueError(f"a Unix socket path must not contain NUL bytes, got {value!r}")
+    if any(not c.isprintable() for c in value):
+        # A newline would split the ready line and every log line that names it.
+        raise ValueError(f"a Unix socket path must not contain control characters, got {value!r}")
 
 
 @attrs.frozen
@@ -145,8 +148,8 @@ class TcpAddress:
                 raise ValueError(f"put an IPv6 address in brackets, as [{host}]:{port}")
         else:
             host, port = default_host, text
-        if not port.isascii() or not port.isdigit():
-            raise ValueError(f"expected [HOST:]PORT with a numeric port, got {text!r}")
+        if not port.isascii() or not port.isdigit() or len(port) > 5:
+            raise ValueError(f"expected [HOST:]PORT with a port of 0 to 65535, got {text!r}")
         return cls(host, int(port))
 
     @property
@@ -198,6 +201,7 @@ def _check_addresses(_: object, attribute: attrs.Attribute[Any], value: tuple[An
     keys = [
         os.path.normpath(a.path) if isinstance(a, UnixAddress) and not a.is_abstract else a
         for a in value
+        if not (isinstance(a, TcpAddress) and a.port == 0)  # each gets a port of its own
     ]
     if len(set(keys)) != len(keys):
         shown = ", ".join(map(str, value))
@@ -221,8 +225,8 @@ def _check_mode(_: object, attribute: attrs.Attribute[int], value: int) -> None:
 def _check_id(value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"user and group ids must be ints, not {value!r}")
-    if not 0 <= value < 2**32 - 1:
-        raise ValueError(f"user and group ids are 0 to 4294967294, not {value!r}")
+    if not 0 <= value <= MAX_ID:
+        raise ValueError(f"user and group ids are 0 to {MAX_ID}, not {value!r}")
 
 
 def _to_ids(value: Iterable[int]) -> frozenset[int]:

@@ -97,7 +97,11 @@ async def serve_connection(
 
 
 def _log_departure(number: int, address: Address, peer: object, tally: Tally, reason: str) -> None:
-    peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+    if isinstance(peer, tuple):
+        host = f"[{peer[0]}]" if ":" in peer[0] else peer[0]
+        peer_text = f"{host}:{peer[1]}"
+    else:
+        peer_text = str(peer)
     duration = trio.current_time() - tally.started
     _clients_log.info(
         "client %d left %s peer=%s in=%d out=%d duration=%.3fs reason=%s",
@@ -130,20 +134,15 @@ async def _reply_until_eof(stream: trio.SocketStream, config: ServerConfig, tall
     scope per read.  A client that stops reading blocks ``send_all``, which
     stops the reads: at most one chunk per client is ever buffered here.
     """
-    receive_some, send_all, idle, delay = (
-        stream.receive_some,
-        stream.send_all,
-        config.idle_timeout,
-        config.delay,
-    )
+    idle, delay = config.idle_timeout, config.delay
     with trio.CancelScope(deadline=trio.current_time() + idle) as watchdog:
-        while data := await receive_some(RECEIVE_SIZE):
+        while data := await stream.receive_some(RECEIVE_SIZE):
             tally.received += len(data)
             if delay:  # simulated work is the server's time, not the client's idleness
                 watchdog.deadline = math.inf
                 await trio.sleep(delay)
                 watchdog.deadline = trio.current_time() + idle
-            await send_all(increment(data))
+            await stream.send_all(increment(data))
             tally.sent += len(data)
             watchdog.deadline = trio.current_time() + idle
         return "eof"
@@ -165,18 +164,18 @@ async def _reply_once(stream: trio.SocketStream, config: ServerConfig, tally: Ta
         tally.sent = 1
     if not tally.sent:
         return IDLE_TIMEOUT
-    await _close_gently(stream)
+    await _close_gently(stream, min(LINGER_TIME, config.idle_timeout))
     return "replied once"
 
 
-async def _close_gently(stream: trio.SocketStream) -> None:
+async def _close_gently(stream: trio.SocketStream, linger: float) -> None:
     """Send EOF, then discard what the client still sends, for a little while.
 
     Closing a socket with unread input makes the kernel reset the connection,
     and a reset can destroy the reply before the client reads it: ``echo A |
     nc`` sends two bytes and would never see its ``B``.
     """
-    with trio.move_on_after(LINGER_TIME):
+    with trio.move_on_after(linger):
         try:
             await stream.send_eof()
             discarded = 0

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import trio
 
-from .config import Address, ServerConfig, TcpAddress, UnixAddress
+from .config import MAX_BACKLOG, Address, ServerConfig, TcpAddress, UnixAddress
 from .errors import ListenError
 from .lockfile import LockFile
 
@@ -48,7 +48,22 @@ _log = logging.getLogger("trio_sock.listeners")
 SUN_PATH_MAX: Final = 107
 #: Trio's own default backlog: the most there is; the kernel caps it at
 #: ``net.core.somaxconn``.
-DEFAULT_BACKLOG: Final = 0xFFFF
+DEFAULT_BACKLOG: Final = MAX_BACKLOG
+
+
+def _identity(found: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one socket file from another: an inode number alone does not,
+    since a file created after an unlink often gets the number just freed.  (A
+    chmod by someone else changes it too: that file is then left at exit, and
+    the next start replaces it as stale.)"""
+    return (found.st_dev, found.st_ino, stat.S_IFMT(found.st_mode), found.st_ctime_ns)
+
+
+def _identity_at(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        return _identity(os.lstat(path))
+    except OSError:
+        return None
 
 
 @attrs.frozen
@@ -56,16 +71,14 @@ class _SocketFile:
     """The socket file a listener bound, identified by inode, not by name."""
 
     path: str
-    device: int
-    inode: int
+    identity: tuple[int, int, int, int]
 
     def remove(self) -> None:
         """Unlink the path if it still is the file we bound; leave anything else alone."""
-        try:
-            now = os.lstat(self.path)
-        except FileNotFoundError:
+        now = _identity_at(self.path)
+        if now is None:
             return
-        if (now.st_dev, now.st_ino) != (self.device, self.inode):
+        if now != self.identity:
             _log.warning("%s was replaced by another file; leaving it in place", self.path)
             return
         with contextlib.suppress(FileNotFoundError):
@@ -123,7 +136,7 @@ def _explain(address: Address, exc: OSError) -> ListenError:
     return ListenError(f"cannot listen on {address}: {reason}; {hint}", errno=exc.errno)
 
 
-def _check_unix_path(address: UnixAddress) -> None:
+def _check_fits_and_directory(address: UnixAddress) -> None:
     name = address.path[1:] if address.is_abstract else address.path
     size = len(os.fsencode(name))
     if size > SUN_PATH_MAX:
@@ -135,32 +148,46 @@ def _check_unix_path(address: UnixAddress) -> None:
     if address.is_abstract:
         return
     directory = os.path.dirname(address.path) or "."
-    if not os.path.isdir(directory):
-        missing = not os.path.exists(directory)
+    try:
+        is_directory = stat.S_ISDIR(os.stat(directory).st_mode)
+    except FileNotFoundError:
         raise ListenError(
-            f"cannot listen on {address}: {directory!r} "
-            + ("does not exist; create it first, or" if missing else "is not a directory;")
-            + " pick another path with --unix",
-            errno=errno.ENOENT if missing else errno.ENOTDIR,
+            f"cannot listen on {address}: {directory!r} does not exist;"
+            " create it first, or pick another path with --unix",
+            errno=errno.ENOENT,
+        ) from None
+    except NotADirectoryError:
+        is_directory = False
+    except OSError as exc:
+        raise _explain(address, exc) from exc
+    if not is_directory:
+        raise ListenError(
+            f"cannot listen on {address}: {directory!r} is not a directory;"
+            " pick another path with --unix",
+            errno=errno.ENOTDIR,
         )
 
 
-def _is_stale(address: UnixAddress) -> bool:
-    """Probe what is at the path: True for a stale socket, False for nothing.
+def _probe(address: UnixAddress) -> os.stat_result | None:
+    """Probe what is at the path: the stale socket's ``lstat``, or None for nothing.
 
     Raises:
-        ListenError: the path is not a socket, or a server accepts on it.
+        ListenError: the path is not a socket, a server accepts on it, or the OS
+            refuses to tell (explained).
     """
     path = address.path
     try:
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise ListenError(
-                f"cannot listen on {address}: {path!r} exists and is not a socket, so it is"
-                " left alone; remove it yourself, or pick another path with --unix",
-                errno=errno.EEXIST,
-            )
+        found = os.lstat(path)
     except FileNotFoundError:
-        return False
+        return None
+    except OSError as exc:
+        raise _explain(address, exc) from exc
+    if not stat.S_ISSOCK(found.st_mode):
+        raise ListenError(
+            f"cannot listen on {address}: {path!r} exists and is not a socket, so it is"
+            " left alone; remove it yourself, or pick another path with --unix",
+            errno=errno.EEXIST,
+        )
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         # Non-blocking: a live server with a full listen queue answers EAGAIN
         # instead of making us wait; that still means somebody is listening.
@@ -168,11 +195,18 @@ def _is_stale(address: UnixAddress) -> bool:
         try:
             probe.connect(path)
         except ConnectionRefusedError:
-            return True
+            return found
         except FileNotFoundError:
-            return False
+            return None
         except BlockingIOError:
             pass
+        except PermissionError as exc:
+            raise ListenError(
+                f"cannot listen on {address}: a socket is there that this user may not"
+                " connect to, perhaps another user's live server; stop it, or pick another"
+                " path with --unix",
+                errno=exc.errno,
+            ) from exc
         except OSError as exc:
             raise _explain(address, exc) from exc
     raise ListenError(
@@ -231,7 +265,7 @@ def open_unix_listener(
     Raises:
         ListenError: with a message that says what to do.
     """
-    _check_unix_path(address)
+    _check_fits_and_directory(address)
     queue = DEFAULT_BACKLOG if backlog is None else backlog
     if address.is_abstract:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -263,7 +297,7 @@ def _bind_socket_file(
     address: UnixAddress, queue: int, mode: int, group: int | None, lock: LockFile
 ) -> Listener:
     path = address.path
-    stale = _is_stale(address)
+    stale = _probe(address)
     candidate = os.path.join(os.path.dirname(path), f".{secrets.token_hex(4)}.tmp")
     # No room for a temporary name beside a path this long: bind in place,
     # accepting a moment without a socket where a stale one is replaced.
@@ -278,9 +312,15 @@ def _bind_socket_file(
             _give_to_group(address, temporary or path, group)
         os.chmod(temporary or path, mode)
         sock.listen(queue)
-        bound = os.lstat(temporary or path)
         if temporary is not None:
-            os.rename(temporary, path)
+            _move_into_place(address, temporary, stale)
+        bound = _identity_at(path)
+        if bound is None:
+            raise ListenError(
+                f"cannot listen on {address}: {path!r} vanished while the server was"
+                " starting; retry",
+                errno=errno.ENOENT,
+            )
     except BaseException as exc:
         sock.close()
         if temporary is not None:
@@ -292,7 +332,33 @@ def _bind_socket_file(
     if stale:
         _log.warning("replaced the stale socket file %s (nothing was accepting on it)", path)
     sock.setblocking(False)
-    return Listener(sock, address, _SocketFile(path, bound.st_dev, bound.st_ino), lock)
+    return Listener(sock, address, _SocketFile(path, bound), lock)
+
+
+def _move_into_place(address: UnixAddress, temporary: str, stale: os.stat_result | None) -> None:
+    """Give the bound socket its name, never over anything but the stale socket probed.
+
+    The lock keeps other trio_sock servers out, but not other programs: between
+    the probe and now, something may have appeared at the path.
+    """
+    if stale is None:
+        try:
+            os.link(temporary, address.path)  # fails, atomically, if the path exists
+        except FileExistsError:
+            raise ListenError(
+                f"cannot listen on {address}: something appeared at {address.path!r} while"
+                " the server was starting; it is left alone: check what it is, then retry",
+                errno=errno.EEXIST,
+            ) from None
+        os.unlink(temporary)
+    elif _identity_at(address.path) == _identity(stale):
+        os.rename(temporary, address.path)  # swaps the stale socket atomically
+    else:
+        raise ListenError(
+            f"cannot listen on {address}: {address.path!r} changed while the server was"
+            " starting; it is left alone: check what it is, then retry",
+            errno=errno.EBUSY,
+        )
 
 
 def _give_to_group(address: UnixAddress, path: str, group: int) -> None:

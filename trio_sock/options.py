@@ -88,27 +88,40 @@ def _octal_mode(text: str) -> int:
     return value
 
 
-def _user_id(text: str) -> int:
-    if text.isdigit():
-        return int(text)
+def _account_id(text: str, kind: str, lookup: Callable[[str], int]) -> int:
+    if text.isascii() and text.isdigit():
+        value = int(text) if len(text) <= 10 else -1
+        if not 0 <= value <= cfg.MAX_ID:
+            raise ValueError(f"expected a {kind} name or an id of 0 to {cfg.MAX_ID}, got {text!r}")
+        return value
     try:
-        return pwd.getpwnam(text).pw_uid
+        return lookup(text)
     except KeyError:
-        raise ValueError(f"no such user {text!r}") from None
+        raise ValueError(f"no such {kind} {text!r}") from None
+
+
+def _user_id(text: str) -> int:
+    return _account_id(text, "user", lambda name: pwd.getpwnam(name).pw_uid)
 
 
 def _group_id(text: str) -> int:
-    if text.isdigit():
-        return int(text)
-    try:
-        return grp.getgrnam(text).gr_gid
-    except KeyError:
-        raise ValueError(f"no such group {text!r}") from None
+    return _account_id(text, "group", lambda name: grp.getgrnam(name).gr_gid)
 
 
 def _char(text: str) -> str:
+    if len(text) == 1 and 0xDC80 <= ord(text) <= 0xDCFF:
+        # A byte that is not UTF-8 reaches argv as a lone surrogate
+        # (surrogateescape): it was one byte on the command line, so it is that byte.
+        text = chr(ord(text) - 0xDC00)
     cfg.ClientConfig(char=text)  # the config's own check, so the rule lives in one place
     return text
+
+
+def _server_tcp_address(text: str) -> cfg.TcpAddress:
+    address = cfg.TcpAddress.parse(text)
+    if address.port == 0:
+        raise ValueError(f"a client needs the server's real port, not 0, in {text!r}")
+    return address
 
 
 seconds = _argument_type("seconds", _seconds)
@@ -120,6 +133,7 @@ octal_mode = _argument_type("octal mode", _octal_mode)
 unix_address = _argument_type("unix path", cfg.UnixAddress)
 tcp_address = _argument_type("tcp address", cfg.TcpAddress.parse)
 one_char = _argument_type("char", _char)
+server_tcp_address = _argument_type("server tcp address", _server_tcp_address)
 user_id = _argument_type("user", _user_id)
 group_id = _argument_type("group", _group_id)
 
@@ -266,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument(
         "--tcp",
-        type=tcp_address,
+        type=server_tcp_address,
         metavar="[HOST:]PORT",
         help=f"the server's TCP address; the host defaults to {cfg.DEFAULT_TCP_HOST}",
     )
@@ -336,6 +350,7 @@ def parse(argv: Sequence[str] | None = None) -> Command:
         SystemExit: after printing help (code 0) or usage and the error (code 2).
     """
     args = build_parser().parse_args(argv)
+    _restore_double_dash(args)
     try:
         if args.command == "server":
             return Command(_server_config(args), args.log_level, args.log_format)
@@ -343,3 +358,35 @@ def parse(argv: Sequence[str] | None = None) -> Command:
     except (TypeError, ValueError) as exc:  # what no single option can check alone
         subparser: argparse.ArgumentParser = args.subparser
         subparser.error(str(exc))
+
+
+def _restore_double_dash(args: argparse.Namespace) -> None:
+    """Give back the values ``--opt=--`` lost.
+
+    Python before 3.11.8 and 3.12.2 (gh-109475) drops a value of exactly ``--``
+    and stores ``[]`` instead.  No option here takes a list, so an empty list can
+    only be that: read it again as the text ``--``, as newer Pythons do.
+    """
+    subparser: argparse.ArgumentParser = args.subparser
+    for action in subparser._actions:  # argparse offers no public way to list them
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or not isinstance(value, list):
+            continue
+        if value == []:
+            setattr(args, action.dest, _double_dash_for(subparser, action))
+        elif [] in value:
+            restored = [_double_dash_for(subparser, action) if v == [] else v for v in value]
+            setattr(args, action.dest, restored)
+
+
+def _double_dash_for(parser: argparse.ArgumentParser, action: argparse.Action) -> object:
+    option = "/".join(action.option_strings)
+    value: object = "--"
+    if action.type is not None:
+        try:
+            value = action.type("--")  # type: ignore[operator]
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"argument {option}: {exc}")
+    if action.choices is not None and value not in action.choices:
+        parser.error(f"argument {option}: invalid choice: '--'")
+    return value

@@ -42,8 +42,18 @@ _RESERVED_FDS: Final = 16
 # accept() failing with these means the process or system is out of resources:
 # wait for clients to leave and try again.
 _OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-# These concern one connection that died in the queue: skip it, go on at once.
-_CONNECTION_GONE: Final = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+# These concern one connection that died in the queue (a reset, a firewall, a
+# network gone): skip it, go on at once.  The list is Trio's own
+# (``_ignorable_accept_errno_names``), since Linux passes them all through accept().
+_CONNECTION_GONE: Final = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET",
+        "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH", "ENOSR", "ESOCKTNOSUPPORT",
+        "EPROTONOSUPPORT", "ETIMEDOUT", "ECONNRESET",
+    )
+    if hasattr(errno, name)
+)  # fmt: skip
 
 
 @attrs.define(eq=False)
