@@ -174,6 +174,16 @@ class _Throttle:
         count, self._count = self._count, 0
         return count
 
+    @property
+    def pending(self) -> int:
+        """Events counted since the last report."""
+        return self._count
+
+    def unreported(self) -> int:
+        """How many events came since the last report; counts them as reported."""
+        count, self._count = self._count, 0
+        return count
+
 
 async def _accept_loop(listener: Listener, clients: trio.Nursery, context: Context) -> None:
     """Accept clients on one listener for as long as the server accepts."""
@@ -211,6 +221,12 @@ async def _accept_loop(listener: Listener, clients: trio.Nursery, context: Conte
                 continue
             raise
         counters.accepted += 1
+        if failures.pending:
+            _log.warning(
+                "accept on %s works again, after %d more failures",
+                listener.address,
+                failures.unreported(),
+            )
         if is_unix:
             peer = PeerCredentials.of(conn)
             if policy is not None and not policy.allows(conn, peer):
