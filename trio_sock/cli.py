@@ -24,6 +24,7 @@ from . import config as cfg
 from .errors import TrioSockError
 from .options import Command as Command
 from .options import parse as parse
+from .systemd import Notifier
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("trio_sock.cli")
 _stats_log = logging.getLogger("trio_sock.stats")
+#: systemd shows the latest STATUS= line; once a second is fresh enough for
+#: ``systemctl status`` and costs nothing under load.
+STATUS_INTERVAL = 1.0
 #: The fields of a log record that are not ``extra=...``; everything else goes into JSON.
 _STANDARD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -64,12 +68,18 @@ def _configure_logging(level: str, form: str) -> logging.Handler:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # A stats line is asked for (SIGUSR1) or closes the run: show it at
+    # --log-level warning too; only error and critical silence it.
+    _stats_log.setLevel(
+        min(root.level, logging.INFO) if root.level <= logging.WARNING else root.level
+    )
     return handler
 
 
 async def _serve_until_signalled(config: cfg.ServerConfig) -> None:
     from .server import serve  # the client never pays for importing the server
 
+    notifier = Notifier.from_environment()
     # Opened first, so that a signal at any moment after this is handled here.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
         async with trio.open_nursery() as nursery:
@@ -84,6 +94,9 @@ async def _serve_until_signalled(config: cfg.ServerConfig) -> None:
                 return
             server: Server = await nursery.start(run)
             print("server waiting on", *map(_ready_word, server.addresses), flush=True)
+            notifier.notify("READY=1", _status(server))
+            if notifier.address is not None:
+                nursery.start_soon(_report_status, server, notifier)
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if signum == signal.SIGUSR1:
@@ -98,8 +111,24 @@ async def _serve_until_signalled(config: cfg.ServerConfig) -> None:
                         name,
                         config.grace,
                     )
+                    notifier.notify("STOPPING=1", _status(server))
                     server.stop()
         _log_stats(server)
+
+
+def _status(server: Server) -> str:
+    stats = server.stats()
+    return f"STATUS={stats.active} active clients, {stats.accepted} accepted"
+
+
+async def _report_status(server: Server, notifier: Notifier) -> None:
+    """Tell systemd the active client count when it changes, at most once a second."""
+    shown = server.active_clients
+    while True:
+        await trio.sleep(STATUS_INTERVAL)
+        if server.active_clients != shown:
+            shown = server.active_clients
+            notifier.notify(_status(server))
 
 
 def _log_stats(server: Server) -> None:

@@ -11,6 +11,7 @@ import logging
 import os
 import shlex
 import socket
+import ssl
 import stat
 from typing import Final
 
@@ -26,6 +27,7 @@ from .config import (
     UnixAddress,
 )
 from .errors import ClientTimeoutError, ConnectError, ProtocolError
+from .tls import client_context
 
 _log = logging.getLogger("trio_sock.client")
 
@@ -132,14 +134,50 @@ def _closed_early(address: Address, got: int, wanted: int, reason: str) -> str:
     return f"{address}: the server closed the connection {what} ({reason}); see the server's log"
 
 
-async def exchange(address: Address, data: bytes) -> bytes:
-    """Send ``data`` and return the server's reply, which has the same length.
+async def start_tls(
+    plain: trio.SocketStream, address: TcpAddress, tls: ssl.SSLContext
+) -> trio.SSLStream[trio.SocketStream]:
+    """Do the TLS handshake over ``plain``, checking the certificate against ``address.host``.
 
     Raises:
-        ConnectError: the server is not there.
+        ConnectError: the certificate is not trusted or not for this host, or the
+            server does not speak TLS.
+    """
+    stream = trio.SSLStream(plain, tls, server_hostname=address.host)
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        await plain.aclose()
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            raise ConnectError(
+                f"{address}: the server's TLS certificate is not trusted"
+                f" ({cause.verify_message}); pass the CA that signed it with --tls-ca",
+                errno=cause.errno,
+            ) from exc
+        reason = getattr(cause, "reason", None) or cause or "connection closed"
+        raise ConnectError(
+            f"{address}: the TLS handshake failed ({reason}); does the server use --tls-cert?"
+        ) from exc
+    return stream
+
+
+async def exchange(address: Address, data: bytes, *, tls: ssl.SSLContext | None = None) -> bytes:
+    """Send ``data`` and return the server's reply, which has the same length.
+
+    Args:
+        address: The server.
+        data: What to send.
+        tls: Speak TLS (to a TCP server) with this context; see ``tls.client_context``.
+
+    Raises:
+        ConnectError: the server is not there, or TLS failed.
         ProtocolError: it closed the connection before replying in full.
     """
-    stream = await open_stream(address)
+    plain = await open_stream(address)
+    stream: trio.abc.Stream = plain
+    if tls is not None and isinstance(address, TcpAddress):
+        stream = await start_tls(plain, address, tls)
     reply = bytearray()
     try:
         await stream.send_all(data)
@@ -171,11 +209,12 @@ async def send_char(config: ClientConfig) -> str:
         ProtocolError: the server closed the connection without replying.
     """
     data = config.char.encode("latin-1")
+    tls = client_context(config.tls_ca) if config.tls else None
     retry_until = trio.current_time() + config.wait
     pause = FIRST_RETRY_PAUSE
     while True:
         try:
-            reply = await _exchange_within(config, data)
+            reply = await _exchange_within(config, data, tls)
         except ConnectError as exc:
             if exc.errno not in _NOT_THERE_YET or trio.current_time() + pause > retry_until:
                 raise
@@ -186,9 +225,9 @@ async def send_char(config: ClientConfig) -> str:
         return reply.decode("latin-1")
 
 
-async def _exchange_within(config: ClientConfig, data: bytes) -> bytes:
+async def _exchange_within(config: ClientConfig, data: bytes, tls: ssl.SSLContext | None) -> bytes:
     with trio.move_on_after(config.timeout):
-        return await exchange(config.address, data)
+        return await exchange(config.address, data, tls=tls)
     raise ClientTimeoutError(
         f"{config.address}: no reply within {config.timeout:g}s; the server may be"
         " stuck or busy with other clients (see its --max-clients)"

@@ -192,8 +192,6 @@ def _to_addresses(value: Iterable[Address]) -> tuple[Address, ...]:
 
 
 def _check_addresses(_: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
-    if not value:
-        raise ValueError("a server needs at least one address to listen on")
     for address in value:
         if not isinstance(address, UnixAddress | TcpAddress):
             raise TypeError(f"expected a UnixAddress or TcpAddress, not {address!r}")
@@ -249,6 +247,38 @@ DEFAULT_ADDRESSES: Final[tuple[Address, ...]] = (
 )
 
 
+@attrs.frozen
+class ListenFd:
+    """A listening socket this process inherited, from systemd or a parent process."""
+
+    fd: int = attrs.field(validator=attrs.validators.and_(
+        attrs.validators.instance_of(int), attrs.validators.ge(0)
+    ))  # fmt: skip
+    """The descriptor number."""
+    name: str | None = None
+    """systemd's ``FileDescriptorName=``, shown in logs."""
+
+
+def _to_listen_fds(value: Iterable[ListenFd | int]) -> tuple[ListenFd, ...]:
+    return tuple(item if isinstance(item, ListenFd) else ListenFd(item) for item in value)
+
+
+def _check_listen_fds(_: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+    numbers = [item.fd for item in value]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"each fd may be given only once, got {numbers}")
+
+
+def _check_tls_file(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise TypeError(f"{attribute.name} must be a file path or None, not {value!r}")
+
+
+#: A TLS handshake takes a few round trips; a client that has not finished in
+#: this long is not going to, and holds a slot meanwhile.
+DEFAULT_TLS_HANDSHAKE_TIMEOUT: Final = 10.0
+
+
 @attrs.frozen(kw_only=True)
 class ServerConfig:
     """Everything ``serve`` needs to know; change one field with ``attrs.evolve``."""
@@ -256,7 +286,13 @@ class ServerConfig:
     addresses: tuple[Address, ...] = attrs.field(
         default=DEFAULT_ADDRESSES, converter=_to_addresses, validator=_check_addresses
     )
-    """Where to listen, in order; the default is the book's socket file and port."""
+    """Where to listen, in order; the default is the book's socket file and port.
+    Empty when the server only serves ``listen_fds``."""
+    listen_fds: tuple[ListenFd, ...] = attrs.field(
+        default=(), converter=_to_listen_fds, validator=_check_listen_fds
+    )
+    """Listening sockets inherited from systemd or a parent, served as they are: the
+    server never binds, locks or removes their files."""
     once: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     """Read one byte per connection, reply and close, exactly as the book's server."""
     max_clients: int = attrs.field(default=DEFAULT_MAX_CLIENTS, validator=_check_count)
@@ -286,6 +322,20 @@ class ServerConfig:
         default=frozenset(), converter=_to_ids, validator=_check_ids
     )
     """Unix peers with one of these groups, primary or supplementary, are served."""
+    tls_cert: str | None = attrs.field(default=None, validator=_check_tls_file)
+    """PEM certificate chain: with ``tls_key``, TCP listeners speak TLS (Unix ones never)."""
+    tls_key: str | None = attrs.field(default=None, validator=_check_tls_file)
+    """PEM private key of ``tls_cert``."""
+    tls_handshake_timeout: float = attrs.field(
+        default=DEFAULT_TLS_HANDSHAKE_TIMEOUT, validator=_check_positive_seconds
+    )
+    """A TLS client that has not finished its handshake in this long is dropped."""
+
+    def __attrs_post_init__(self) -> None:
+        if not self.addresses and not self.listen_fds:
+            raise ValueError("a server needs at least one address or fd to listen on")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and its key, or neither")
 
 
 def _check_char(_: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -316,3 +366,11 @@ class ClientConfig:
     """Give up if connecting and getting the reply take longer than this."""
     wait: float = attrs.field(default=0.0, validator=_check_seconds)
     """Keep retrying, with backoff, this long while the server is not there yet."""
+    tls: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    """Speak TLS to a TCP server, checking its certificate and host name."""
+    tls_ca: str | None = attrs.field(default=None, validator=_check_tls_file)
+    """PEM file of the CAs to trust; ``None`` trusts the system's."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.tls and not isinstance(self.address, TcpAddress):
+            raise ValueError("TLS is for TCP servers; a Unix socket needs none")

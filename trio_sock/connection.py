@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
 
 from .access import PeerCredentials
+from .config import TcpAddress
 from .protocol import ONCE_SIZE, increment
 from .stats import Counters, Tally
 
@@ -45,6 +47,29 @@ class Context:
     limiter: trio.CapacityLimiter
     """Each task holds one slot of it, from before its accept() until it ends."""
     counters: Counters
+    tls: ssl.SSLContext | None = None
+    """Set when TCP clients speak TLS."""
+
+
+def _why_broken(exc: trio.BrokenResourceError) -> str:
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLError):
+        return str(cause.reason or cause)
+    return cause.strerror if isinstance(cause, OSError) and cause.strerror else "broken"
+
+
+async def _start_tls(
+    plain: trio.SocketStream, tls: ssl.SSLContext, limit: float
+) -> tuple[trio.SSLStream[trio.SocketStream] | None, str]:
+    """Do the TLS handshake within ``limit`` seconds: the stream, or None and why not."""
+    stream = trio.SSLStream(plain, tls, server_side=True)
+    with trio.move_on_after(limit):
+        try:
+            await stream.do_handshake()
+        except trio.BrokenResourceError as exc:
+            return None, f"tls handshake failed: {_why_broken(exc)}"
+        return stream, ""
+    return None, "tls handshake timeout"
 
 
 async def serve_connection(
@@ -66,18 +91,23 @@ async def serve_connection(
         context: What the server's client tasks share.
     """
     config = context.config
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+    plain = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+    stream: trio.abc.Stream = plain
     tally = Tally(trio.current_time())
     context.counters.arrived(tally)
     reason = "cancelled at shutdown"
     try:
+        if context.tls is not None and isinstance(address, TcpAddress):
+            secure, reason = await _start_tls(plain, context.tls, config.tls_handshake_timeout)
+            if secure is None:
+                return
+            stream = secure
         if config.once:
             reason = await _reply_once(stream, config, tally)
         else:
             reason = await _reply_until_eof(stream, config, tally)
     except trio.BrokenResourceError as exc:
-        cause = exc.__cause__
-        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else "broken"
+        reason = _why_broken(exc)
     except Exception as exc:
         # A bug, not the client's doing: say so, but keep serving the others.
         reason = "internal error"
@@ -90,7 +120,7 @@ async def serve_connection(
         )
     finally:
         context.limiter.release_on_behalf_of(slot)
-        stream.socket.close()
+        plain.socket.close()  # a TLS close_notify would cost a round trip for nothing
         context.counters.left(tally, idle=reason == IDLE_TIMEOUT)
         if _clients_log.isEnabledFor(logging.INFO):
             _log_departure(number, address, peer, tally, reason)
@@ -126,7 +156,7 @@ def _log_departure(number: int, address: Address, peer: object, tally: Tally, re
     )
 
 
-async def _reply_until_eof(stream: trio.SocketStream, config: ServerConfig, tally: Tally) -> str:
+async def _reply_until_eof(stream: trio.abc.Stream, config: ServerConfig, tally: Tally) -> str:
     """The hot path: reply to every chunk until the client's EOF.
 
     One read, one translate, one send per chunk.  The idle watchdog is one
@@ -149,9 +179,9 @@ async def _reply_until_eof(stream: trio.SocketStream, config: ServerConfig, tall
     return IDLE_TIMEOUT
 
 
-async def _reply_once(stream: trio.SocketStream, config: ServerConfig, tally: Tally) -> str:
+async def _reply_once(stream: trio.abc.Stream, config: ServerConfig, tally: Tally) -> str:
     """The book's server: read one byte, write its successor, close."""
-    data: bytes | None = None
+    data: bytes | bytearray | None = None
     with trio.move_on_after(config.idle_timeout):
         data = await stream.receive_some(ONCE_SIZE)
     if not data:
@@ -168,7 +198,7 @@ async def _reply_once(stream: trio.SocketStream, config: ServerConfig, tally: Ta
     return "replied once"
 
 
-async def _close_gently(stream: trio.SocketStream, linger: float) -> None:
+async def _close_gently(stream: trio.abc.Stream, linger: float) -> None:
     """Send EOF, then discard what the client still sends, for a little while.
 
     Closing a socket with unread input makes the kernel reset the connection,
@@ -177,7 +207,8 @@ async def _close_gently(stream: trio.SocketStream, linger: float) -> None:
     """
     with trio.move_on_after(linger):
         try:
-            await stream.send_eof()
+            if isinstance(stream, trio.abc.HalfCloseableStream):  # TLS has no half-close
+                await stream.send_eof()
             discarded = 0
             while discarded < LINGER_BYTES:
                 chunk = await stream.receive_some(RECEIVE_SIZE)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import trio
 
-from .config import MAX_BACKLOG, Address, ServerConfig, TcpAddress, UnixAddress
+from .config import MAX_BACKLOG, Address, ListenFd, ServerConfig, TcpAddress, UnixAddress
 from .errors import ListenError
 from .lockfile import LockFile
 
@@ -395,6 +395,62 @@ async def open_tcp_listeners(address: TcpAddress, *, backlog: int | None = None)
     return listeners
 
 
+def adopt_listener(inherited: ListenFd) -> Listener:
+    """Serve a listening socket this process inherited (from systemd or a parent) as it is.
+
+    Its family and type are read from the socket itself.  Nothing about its file
+    is ours: no lock, no mode, and it is never removed.
+
+    Raises:
+        ListenError: the fd is not open, not a socket, not a stream socket, or not
+            listening.
+    """
+    label = f"fd {inherited.fd}" + (f" ({inherited.name})" if inherited.name else "")
+    try:
+        sock = socket.socket(fileno=inherited.fd)
+    except OSError as exc:
+        reason = "it is not a socket" if exc.errno == errno.ENOTSOCK else exc.strerror
+        raise ListenError(
+            f"cannot serve {label}: {reason}; pass a listening socket's descriptor with --fd",
+            errno=exc.errno,
+        ) from exc
+    try:
+        address = _inherited_address(sock, label)
+    except BaseException:
+        sock.detach()  # not ours to close: leave the descriptor as it came
+        raise
+    sock.setblocking(False)
+    _log.info("listening on %s: %s", label, address)
+    return Listener(sock, address)
+
+
+def _inherited_address(sock: socket.socket, label: str) -> Address:
+    if sock.type != socket.SOCK_STREAM:
+        kind = "datagram" if sock.type == socket.SOCK_DGRAM else str(sock.type.name)
+        raise ListenError(
+            f"cannot serve {label}: it is a {kind} socket, not a stream socket",
+            errno=errno.EPROTOTYPE,
+        )
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        raise ListenError(
+            f"cannot serve {label}: the socket is not listening; call listen() on it first",
+            errno=errno.EINVAL,
+        )
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        if isinstance(name, bytes):  # an abstract name comes back as bytes
+            name = name.decode(errors="backslashreplace")
+        if not name:
+            raise ListenError(f"cannot serve {label}: the Unix socket has no name")
+        return UnixAddress("@" + name[1:] if name.startswith("\0") else name)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        return TcpAddress(name[0], name[1])
+    raise ListenError(
+        f"cannot serve {label}: it is a {sock.family.name} socket; only Unix and TCP are served",
+        errno=errno.EAFNOSUPPORT,
+    )
+
+
 async def open_listeners(config: ServerConfig) -> list[Listener]:
     """Open every listener of ``config``, in order: all of them, or none.
 
@@ -416,6 +472,8 @@ async def open_listeners(config: ServerConfig) -> list[Listener]:
                 )
             else:
                 listeners += await open_tcp_listeners(address, backlog=config.backlog)
+        for inherited in config.listen_fds:
+            listeners.append(adopt_listener(inherited))
     except BaseException:
         for listener in listeners:
             listener.close()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 import attrs
 
 from . import config as cfg
+from . import systemd
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -108,6 +109,13 @@ def _group_id(text: str) -> int:
     return _account_id(text, "group", lambda name: grp.getgrnam(name).gr_gid)
 
 
+def _descriptor(text: str) -> int:
+    value = _positive_int(text) if text != "0" else 0
+    if value < 3:
+        raise ValueError(f"descriptors 0 to 2 are stdin, stdout and stderr, got {text!r}")
+    return value
+
+
 def _char(text: str) -> str:
     if len(text) == 1 and 0xDC80 <= ord(text) <= 0xDCFF:
         # A byte that is not UTF-8 reaches argv as a lone surrogate
@@ -135,6 +143,7 @@ tcp_address = _argument_type("tcp address", cfg.TcpAddress.parse)
 one_char = _argument_type("char", _char)
 server_tcp_address = _argument_type("server tcp address", _server_tcp_address)
 user_id = _argument_type("user", _user_id)
+descriptor = _argument_type("descriptor", _descriptor)
 group_id = _argument_type("group", _group_id)
 
 
@@ -229,6 +238,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="permissions of the Unix socket file (default: 600)",
     )
     server.add_argument(
+        "--fd",
+        type=descriptor,
+        action="append",
+        metavar="N",
+        help="serve the listening socket this process inherited as descriptor N (from a"
+        " parent, or systemd); repeatable (default: with no --unix, --tcp or --fd, the"
+        " sockets systemd passes in LISTEN_FDS, else the two defaults of --unix)",
+    )
+    server.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="PEM certificate chain; with --tls-key, TCP listeners speak TLS (Unix ones"
+        " never) (default: plain TCP)",
+    )
+    server.add_argument(
+        "--tls-key", metavar="FILE", help="PEM private key of --tls-cert (default: none)"
+    )
+    server.add_argument(
+        "--tls-handshake-timeout",
+        type=positive_seconds,
+        default=cfg.DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+        metavar="SECONDS",
+        help="drop a TLS client that has not finished its handshake in this long",
+    )
+    server.add_argument(
         "--socket-group",
         type=group_id,
         metavar="GROUP",
@@ -305,13 +339,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="keep retrying, with backoff, while the server is not there yet",
     )
+    client.add_argument(
+        "--tls",
+        action="store_true",
+        help="speak TLS to a --tcp server, checking its certificate (default: plain)",
+    )
+    client.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="PEM file of the CAs to trust, with --tls (default: the system's)",
+    )
     return parser
 
 
 def _server_config(args: argparse.Namespace) -> cfg.ServerConfig:
     addresses: list[cfg.Address] = [*(args.unix or ()), *(args.tcp or ())]
+    fds = tuple(cfg.ListenFd(fd) for fd in args.fd or ())
+    if not addresses and not fds:
+        fds = systemd.listen_fds()  # socket activation: read once, then forgotten
     return cfg.ServerConfig(
-        addresses=addresses or cfg.DEFAULT_ADDRESSES,
+        addresses=addresses or ([] if fds else cfg.DEFAULT_ADDRESSES),
+        listen_fds=fds,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_handshake_timeout=args.tls_handshake_timeout,
         once=args.once,
         max_clients=args.max_clients,
         delay=args.delay,
@@ -331,6 +382,8 @@ def _client_config(args: argparse.Namespace) -> cfg.ClientConfig:
         char=args.char,
         timeout=args.timeout,
         wait=args.wait,
+        tls=args.tls,
+        tls_ca=args.tls_ca,
     )
 
 

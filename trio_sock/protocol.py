@@ -4,7 +4,7 @@ Pure code, no I/O (the h11 way): the server, the client, the tests and any
 other transport share these few lines and can test them synchronously.
 """
 
-from typing import Final
+from typing import Final, overload
 
 #: Bytes read by the ``--once`` server, exactly as the book's server reads one ``char``.
 ONCE_SIZE: Final = 1
@@ -14,14 +14,18 @@ ONCE_SIZE: Final = 1
 _INCREMENT: Final = bytes((value + 1) % 256 for value in range(256))
 
 
-def increment(data: bytes) -> bytes:
+@overload
+def increment(data: bytes) -> bytes: ...
+@overload
+def increment(data: bytearray) -> bytearray: ...
+def increment(data: bytes | bytearray) -> bytes | bytearray:
     """Return the reply to ``data``: each byte plus one, modulo 256.
 
     Args:
         data: Bytes received from a client, any length (empty gives empty).
 
     Returns:
-        Bytes of the same length and order: ``b"A"`` gives ``b"B"``,
+        Bytes of the same length and order (and type): ``b"A"`` gives ``b"B"``,
         ``b"Z"`` gives ``b"["`` and ``b"\\xff"`` gives ``b"\\x00"``.
     """
     return data.translate(_INCREMENT)

@@ -23,6 +23,7 @@ from .access import PeerCredentials, policy_for
 from .connection import Context, serve_connection
 from .listeners import Listener, open_listeners
 from .stats import Counters, ServerStats
+from .tls import server_context
 
 if TYPE_CHECKING:
     from .config import Address, ServerConfig
@@ -120,9 +121,12 @@ async def serve(
         closes the listeners and removes the socket files that are still ours.
     """
     _warn_if_fds_are_short(config.max_clients)
+    tls = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        tls = server_context(config.tls_cert, config.tls_key)  # a bad file fails here, early
     listeners = await open_listeners(config)
     try:
-        context = Context(config, trio.CapacityLimiter(config.max_clients), Counters())
+        context = Context(config, trio.CapacityLimiter(config.max_clients), Counters(), tls)
         server = Server(tuple(listener.address for listener in listeners), context)
         async with trio.open_nursery() as clients:
             with server._accepting:
