@@ -580,7 +580,7 @@ async def test_the_hot_path_is_cancelled_promptly_while_blocked_on_a_peer_that_n
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client_side.send_all, b"A" * 10)
         with trio.move_on_after(3) as scope:
-            await trio_sock.connection._reply_until_eof(server_side, ServerConfig(), tally)  # type: ignore[arg-type]
+            await trio_sock.connection._reply_until_eof(server_side, ServerConfig(), tally)
         nursery.cancel_scope.cancel()
     assert scope.cancelled_caught
     assert trio.current_time() == pytest.approx(3)
@@ -599,6 +599,6 @@ async def test_the_hot_path_counts_what_it_relayed_and_ends_on_eof() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
-        reason = await trio_sock.connection._reply_until_eof(server_side, config, tally)  # type: ignore[arg-type]
+        reason = await trio_sock.connection._reply_until_eof(server_side, config, tally)
         assert reason == "eof"
     assert (tally.received, tally.sent) == (5, 5)

@@ -228,7 +228,8 @@ async def send_char(config: ClientConfig) -> str:
 async def _exchange_within(config: ClientConfig, data: bytes, tls: ssl.SSLContext | None) -> bytes:
     with trio.move_on_after(config.timeout):
         return await exchange(config.address, data, tls=tls)
+    tls_hint = "; if it speaks TLS, add --tls" if isinstance(config.address, TcpAddress) else ""
     raise ClientTimeoutError(
         f"{config.address}: no reply within {config.timeout:g}s; the server may be"
-        " stuck or busy with other clients (see its --max-clients)"
+        f" stuck or busy with other clients (see its --max-clients){tls_hint}"
     )

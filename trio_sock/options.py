@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import grp
 import math
+import os
 import pwd
+import sys
 from typing import TYPE_CHECKING, TypeVar
 
 import attrs
@@ -157,10 +159,18 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return text + " (default: %(default)s)"
 
 
+def _program_name() -> str:
+    """How the user ran us, for the usage line: ``trio-sock`` or ``python -m trio_sock``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return (
+        name if name and name != "__main__.py" and "pytest" not in name else ("python -m trio_sock")
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line, with every default shown in ``--help``."""
     parser = argparse.ArgumentParser(
-        prog="python -m trio_sock",
+        prog=_program_name(),
         description="The sockets chapter's increment server and client, on Trio.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{server,client}")
@@ -177,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         default=None,
         help="listen on a Unix socket file, or @NAME in the abstract namespace; repeatable"
-        f" (default, with neither --unix nor --tcp: {cfg.DEFAULT_UNIX_PATH} and"
-        f" {cfg.DEFAULT_TCP_HOST}:{cfg.DEFAULT_TCP_PORT})",
+        f" (default, with no --unix, --tcp or --fd and no sockets from systemd:"
+        f" {cfg.DEFAULT_UNIX_PATH} and {cfg.DEFAULT_TCP_HOST}:{cfg.DEFAULT_TCP_PORT})",
     )
     server.add_argument(
         "--tcp",
@@ -316,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tcp",
         type=server_tcp_address,
         metavar="[HOST:]PORT",
-        help=f"the server's TCP address; the host defaults to {cfg.DEFAULT_TCP_HOST}",
+        help=f"the server's TCP address; the host defaults to {cfg.DEFAULT_TCP_HOST}"
+        " (default: --unix)",
     )
     client.add_argument(
         "--char",

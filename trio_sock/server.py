@@ -239,9 +239,9 @@ async def _accept_loop(listener: Listener, clients: trio.Nursery, context: Conte
                 counters.refused += 1
                 if count := refusals.due():
                     _log.warning(
-                        "refused %d peers on %s not allowed by the peer policy (last: %s)",
-                        count,
+                        "refused peers on %s not allowed by the peer policy: %d (last: %s)",
                         listener.address,
+                        count,
                         peer,
                     )
                 continue

@@ -14,12 +14,14 @@ from .errors import ConnectError, ListenError
 
 
 def _reason(exc: OSError) -> str:
-    if isinstance(exc, ssl.SSLError) and exc.reason:
+    if isinstance(exc, ssl.SSLError):
+        # Some OpenSSL builds give no reason code for a bad PEM file, only "PEM lib".
+        reason = exc.reason or ("PEM_LIB" if "PEM lib" in str(exc) else None)
         return {
             "KEY_VALUES_MISMATCH": "the key does not belong to the certificate",
-            "PEM_LIB": "not a PEM certificate and key",
+            "PEM_LIB": "not a PEM certificate and key, or the key does not match",
             "NO_START_LINE": "not a PEM file",
-        }.get(exc.reason, exc.reason)
+        }.get(reason or "", reason or str(exc))
     return exc.strerror or str(exc)
 
 
