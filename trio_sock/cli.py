@@ -24,12 +24,13 @@ from . import config as cfg
 from .errors import TrioSockError
 from .options import Command as Command
 from .options import parse as parse
-from .systemd import Notifier
+from .systemd import Notifier, listen_fds
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from .server import Server
+    from .stats import ServerStats
 
 _log = logging.getLogger("trio_sock.cli")
 _stats_log = logging.getLogger("trio_sock.stats")
@@ -94,9 +95,10 @@ async def _serve_until_signalled(config: cfg.ServerConfig) -> None:
                 return
             server: Server = await nursery.start(run)
             print("server waiting on", *map(_ready_word, server.addresses), flush=True)
-            notifier.notify("READY=1", _status(server))
+            ready = server.stats()
+            notifier.notify("READY=1", _status(ready))
             if notifier.address is not None:
-                nursery.start_soon(_report_status, server, notifier)
+                nursery.start_soon(_report_status, server, notifier, ready.active)
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if signum == signal.SIGUSR1:
@@ -111,24 +113,24 @@ async def _serve_until_signalled(config: cfg.ServerConfig) -> None:
                         name,
                         config.grace,
                     )
-                    notifier.notify("STOPPING=1", _status(server))
+                    notifier.notify("STOPPING=1", _status(server.stats()))
                     server.stop()
         _log_stats(server)
 
 
-def _status(server: Server) -> str:
-    stats = server.stats()
+def _status(stats: ServerStats) -> str:
     return f"STATUS={stats.active} active clients, {stats.accepted} accepted"
 
 
-async def _report_status(server: Server, notifier: Notifier) -> None:
-    """Tell systemd the active client count when it changes, at most once a second."""
-    shown = server.active_clients
+async def _report_status(server: Server, notifier: Notifier, shown: int) -> None:
+    """Tell systemd the active client count when it changes from ``shown``, at most
+    once a second."""
     while True:
         await trio.sleep(STATUS_INTERVAL)
-        if server.active_clients != shown:
-            shown = server.active_clients
-            notifier.notify(_status(server))
+        stats = server.stats()
+        if stats.active != shown:
+            shown = stats.active
+            notifier.notify(_status(stats))
 
 
 def _log_stats(server: Server) -> None:
@@ -166,6 +168,12 @@ def _report(message: str, form: str) -> None:
 def _run_server(config: cfg.ServerConfig, log_level: str, log_format: str) -> int:
     _configure_logging(log_level, log_format)
     try:
+        # Before Trio opens descriptors of its own: an fd that was not passed in
+        # must read "not open", not be mistaken for one of Trio's.
+        from .listeners import check_inherited
+
+        for inherited in config.listen_fds:
+            check_inherited(inherited)
         trio.run(_serve_until_signalled, config)
     except BaseException as raised:  # the one place errors become exit codes
         exc = _leaf(raised)
@@ -207,7 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
     if isinstance(command.config, cfg.ServerConfig):
-        return _run_server(command.config, command.log_level, command.log_format)
+        config = command.config
+        if command.activation and (activated := listen_fds()):
+            config = attrs.evolve(config, addresses=(), listen_fds=activated)
+        return _run_server(config, command.log_level, command.log_format)
     return _run_client(command.config)
 
 

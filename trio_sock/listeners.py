@@ -395,7 +395,7 @@ async def open_tcp_listeners(address: TcpAddress, *, backlog: int | None = None)
     return listeners
 
 
-def adopt_listener(inherited: ListenFd) -> Listener:
+def adopt_listener(inherited: ListenFd, *, quiet: bool = False) -> Listener:
     """Serve a listening socket this process inherited (from systemd or a parent) as it is.
 
     Its family and type are read from the socket itself.  Nothing about its file
@@ -420,8 +420,18 @@ def adopt_listener(inherited: ListenFd) -> Listener:
         sock.detach()  # not ours to close: leave the descriptor as it came
         raise
     sock.setblocking(False)
-    _log.info("listening on %s: %s", label, address)
+    if not quiet:
+        _log.info("listening on %s: %s", label, address)
     return Listener(sock, address)
+
+
+def check_inherited(inherited: ListenFd) -> None:
+    """Check, and leave untouched, a descriptor ``adopt_listener`` will serve.
+
+    Raises:
+        ListenError: as ``adopt_listener`` would.
+    """
+    adopt_listener(inherited, quiet=True).socket.detach()
 
 
 def _inherited_address(sock: socket.socket, label: str) -> Address:

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, TypeVar
 import attrs
 
 from . import config as cfg
-from . import systemd
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -366,8 +365,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _server_config(args: argparse.Namespace) -> cfg.ServerConfig:
     addresses: list[cfg.Address] = [*(args.unix or ()), *(args.tcp or ())]
     fds = tuple(cfg.ListenFd(fd) for fd in args.fd or ())
-    if not addresses and not fds:
-        fds = systemd.listen_fds()  # socket activation: read once, then forgotten
     return cfg.ServerConfig(
         addresses=addresses or ([] if fds else cfg.DEFAULT_ADDRESSES),
         listen_fds=fds,
@@ -405,6 +402,8 @@ class Command:
     config: cfg.ServerConfig | cfg.ClientConfig
     log_level: str = "warning"
     log_format: str = "text"
+    activation: bool = False
+    """No --unix, --tcp or --fd: sockets systemd passes (LISTEN_FDS) replace the defaults."""
 
 
 def parse(argv: Sequence[str] | None = None) -> Command:
@@ -417,7 +416,8 @@ def parse(argv: Sequence[str] | None = None) -> Command:
     _restore_double_dash(args)
     try:
         if args.command == "server":
-            return Command(_server_config(args), args.log_level, args.log_format)
+            given = args.unix or args.tcp or args.fd
+            return Command(_server_config(args), args.log_level, args.log_format, not given)
         return Command(_client_config(args))
     except (TypeError, ValueError) as exc:  # what no single option can check alone
         subparser: argparse.ArgumentParser = args.subparser

@@ -1,0 +1,871 @@
+"""Deployment under systemd, from the outside: socket activation, ``--fd``, readiness, units.
+
+Socket activation is tested with the real ``systemd-socket-activate`` (Debian's
+``systemd`` package; the tests skip with a reason without it): it listens,
+waits for the first client, then execs the server in its own process with
+``LISTEN_PID``, ``LISTEN_FDS`` and ``LISTEN_FDNAMES`` set, as systemd does.
+``--fd`` is tested with sockets the test opens and passes (``pass_fds``), and
+readiness with a datagram socket of the test's standing in as ``NOTIFY_SOCKET``.
+
+Every process is killed at the end of its test whatever the outcome (the
+``spawned`` fixture).  Nothing sleeps to synchronise: tests wait for the ready
+line, a log line, a datagram (with a socket timeout) or an exit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import pytest
+
+from tests.helpers import (
+    READY_PREFIX,
+    START_TIMEOUT,
+    ServerProcess,
+    assert_no_traceback,
+    cli,
+    one_line,
+    read_line,
+    run_cli,
+)
+from trio_sock.config import Address, TcpAddress, UnixAddress, parse_address
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+
+#: Socket operations against a local server complete in milliseconds; this bounds a hang.
+IO_TIMEOUT: Final = 5.0
+#: How long a test waits for a log line, a datagram or an exit that should come promptly.
+EVENT_TIMEOUT: Final = 10.0
+#: The step of the one polling loop: stderr goes to a regular file, which never
+#: signals readiness, so waiting for a log line means re-reading it.
+LOG_POLL: Final = 0.01
+#: How long a command line that must fail at once may take.
+FAIL_TIMEOUT: Final = 15.0
+#: The book's port: the server's default, used only by the test of the fallback to it.
+BOOK_PORT: Final = 9734
+#: The server reports a changed client count at most about once a second.
+STATUS_INTERVAL: Final = 1.0
+#: Clients opened at once to see that the STATUS= lines are throttled, not one per change.
+BURST_CLIENTS: Final = 20
+#: A descriptor number no test process has open: far above the few a starting
+#: server opens, below the usual soft limit of 1024.
+UNUSED_FD: Final = 1000
+#: The lowest descriptor numbers after stdio: a starting server opens its own
+#: (Trio's epoll and wake-up sockets, its lock files and listeners) among them.
+LOW_FDS: Final = range(3, 13)
+#: ``FileDescriptorName=`` of each socket, as the tests pass them to systemd-socket-activate.
+UNIX_NAME: Final = "trio-unix"
+TCP_NAME: Final = "trio-tcp"
+
+SOCKET_ACTIVATE: Final = shutil.which("systemd-socket-activate")
+SYSTEMD_ANALYZE: Final = shutil.which("systemd-analyze")
+DEPLOY: Final = Path(__file__).resolve().parent.parent / "examples" / "deploy"
+
+needs_socket_activate = pytest.mark.skipif(
+    SOCKET_ACTIVATE is None,
+    reason="systemd-socket-activate is not installed (apt-get install systemd)",
+)
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+@attrs.define
+class Spawned:
+    """Every process a test starts; ``cleanup`` kills what still runs and closes the pipes."""
+
+    cwd: Path
+    _popens: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
+
+    def popen(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
+    ) -> tuple[subprocess.Popen[bytes], Path]:
+        """Start ``argv`` in ``cwd``, stdout piped, stderr into a file; returns both."""
+        fd, name = tempfile.mkstemp(prefix="ts-stderr-", dir=self.cwd)
+        os.close(fd)
+        stderr_file = Path(name)
+        with stderr_file.open("wb") as stderr:
+            process = subprocess.Popen(
+                argv,
+                cwd=self.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                pass_fds=pass_fds,
+            )
+        self._popens.append(process)
+        return process, stderr_file
+
+    def server(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
+    ) -> ServerProcess:
+        """``python -m trio_sock server ARGS``, once its ready line is read."""
+        return ready(*self.popen(cli("server", *args), env=env, pass_fds=pass_fds))
+
+    def cleanup(self) -> None:
+        for process in self._popens:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+@pytest.fixture
+def spawned(short_tmp: Path) -> Iterator[Spawned]:
+    """Start processes in ``short_tmp``; none outlives the test, whatever its outcome."""
+    processes = Spawned(short_tmp)
+    try:
+        yield processes
+    finally:
+        processes.cleanup()
+
+
+def ready(
+    process: subprocess.Popen[bytes], stderr: Path, timeout: float = START_TIMEOUT
+) -> ServerProcess:
+    """Wait for the ready line of a started server (never a sleep) and parse its addresses."""
+    assert process.stdout is not None
+    line = read_line(process.stdout.fileno(), timeout)
+    if not line.startswith(READY_PREFIX):
+        process.kill()
+        process.wait()
+        raise AssertionError(
+            f"no ready line; stdout {line!r}, exit {process.returncode},"
+            f" stderr:\n{stderr.read_text()}"
+        )
+    words = shlex.split(line.removeprefix(READY_PREFIX))
+    return ServerProcess(process, [parse_address(word) for word in words], stderr)
+
+
+def wait_for_text(
+    stderr: Path, text: str, process: subprocess.Popen[bytes], timeout: float = EVENT_TIMEOUT
+) -> str:
+    """Wait until ``stderr`` holds ``text``; fails at once if ``process`` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        exited = process.poll() is not None
+        log = stderr.read_text()
+        if text in log:
+            return log
+        if exited:
+            pytest.fail(f"exited ({process.returncode}) before writing {text!r}:\n{log}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {text!r} on stderr within {timeout}s:\n{log}")
+        time.sleep(LOG_POLL)
+
+
+def assert_stops_cleanly(server: ServerProcess) -> None:
+    """SIGTERM ends the server with exit 0 and no traceback."""
+    assert server.stop(timeout=EVENT_TIMEOUT) == 0, server.stderr()
+    assert_no_traceback(server.stderr())
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Exit 1, nothing on stdout, one ``trio_sock server: error:`` line holding every fragment."""
+    assert_no_traceback(result.stdout, result.stderr)
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    line = one_line(result.stderr)
+    assert line.startswith("trio_sock server: error: "), line
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    return line
+
+
+# --- sockets -----------------------------------------------------------------------------------
+
+
+def connect(address: Address, timeout: float = IO_TIMEOUT) -> socket.socket:
+    """A plain blocking socket connected to ``address``, with ``timeout`` on every call."""
+    if isinstance(address, TcpAddress):
+        return socket.create_connection((address.host, address.port), timeout=timeout)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address.sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def exchange(address: Address, data: bytes) -> bytes:
+    """Send ``data``, shut down the sending side, return everything until the server's EOF."""
+    with connect(address) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        return receive_until_eof(sock)
+
+
+def receive_until_eof(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def listening(family: int, address: str | tuple[str, int]) -> socket.socket:
+    """A stream socket bound to ``address`` and listening, as a parent process would pass it."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind(address)
+        sock.listen()
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def free_tcp_port() -> int:
+    """A loopback port that was free a moment ago.
+
+    systemd-socket-activate refuses port 0, so it needs a real one; another
+    program taking it in the few milliseconds before the tool binds it is
+    possible in principle, and would fail the test with "Address already in use".
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def inode(path: Path) -> tuple[int, int]:
+    found = path.lstat()
+    assert stat.S_ISSOCK(found.st_mode), path
+    return (found.st_dev, found.st_ino)
+
+
+def lock_of(path: Path) -> Path:
+    """The lock file a server takes beside a socket file it binds itself."""
+    return path.with_name(path.name + ".lock")
+
+
+# --- NOTIFY_SOCKET -----------------------------------------------------------------------------
+
+
+@attrs.define
+class NotifySocket:
+    """A datagram socket standing in for systemd's ``NOTIFY_SOCKET``."""
+
+    sock: socket.socket
+    address: str
+    """The value of ``NOTIFY_SOCKET``: a path, or ``@NAME`` for an abstract name."""
+    received: list[dict[str, str]] = attrs.field(factory=list)
+    """Every message so far, each as its ``KEY=VALUE`` lines."""
+
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of a server that should notify this socket."""
+        return {**(os.environ if base is None else base), "NOTIFY_SOCKET": self.address}
+
+    def wait_for(self, key: str, matches: Callable[[str], bool] = lambda _: True) -> dict[str, str]:
+        """Receive messages until one has ``key`` with a value that ``matches``; return it."""
+        deadline = time.monotonic() + EVENT_TIMEOUT
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"no {key}= message within {EVENT_TIMEOUT}s; got {self.received}")
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            message = dict(line.partition("=")[::2] for line in data.decode().splitlines())
+            self.received.append(message)
+            if key in message and matches(message[key]):
+                return message
+
+
+@pytest.fixture(params=["path", "abstract"])
+def notify(request: pytest.FixtureRequest, short_tmp: Path) -> Iterator[NotifySocket]:
+    """A ``NOTIFY_SOCKET``: a file in ``short_tmp``, or an abstract ``@name`` (both are used)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        if request.param == "path":
+            path = str(short_tmp / "notify")
+            sock.bind(path)
+            yield NotifySocket(sock, path)
+        else:
+            name = f"trio-sock-notify-{short_tmp.name}"
+            sock.bind("\0" + name)
+            yield NotifySocket(sock, "@" + name)
+
+
+def clients_active(count: int) -> Callable[[str], bool]:
+    """Does a ``STATUS=`` value say that ``count`` clients are active?"""
+    return lambda status: re.match(rf"{count} active\b", status) is not None
+
+
+# --- socket activation with systemd-socket-activate --------------------------------------------
+
+
+def socket_activate(
+    *listen: str,
+    names: Sequence[str],
+    setenv: Mapping[str, str] | None = None,
+    options: Sequence[str] = (),
+    server_args: Sequence[str] = (),
+) -> list[str]:
+    """The command line of systemd-socket-activate starting ``python -m trio_sock server``.
+
+    Args:
+        listen: The addresses the tool listens on, passed as fds 3, 4...
+        names: Their ``FileDescriptorName=`` (``LISTEN_FDNAMES``).
+        setenv: Variables for the server.  The tool passes it only ``PATH``,
+            ``HOME``, ``TERM``, ``USER`` and these; ``PYTHONPATH`` is added, so
+            that a server run from a source tree finds the package.
+        options: More options of the tool, such as ``--datagram``.
+        server_args: Options of the server.
+    """
+    assert SOCKET_ACTIVATE is not None
+    env = dict(setenv or {})
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return [
+        SOCKET_ACTIVATE,
+        *options,
+        *(f"--listen={address}" for address in listen),
+        f"--fdname={':'.join(names)}",
+        *(f"--setenv={key}={value}" for key, value in env.items()),
+        *cli("server", *server_args),
+    ]
+
+
+@attrs.frozen
+class Activated:
+    """systemd-socket-activate listening on a Unix path (fd 3) and a loopback port (fd 4)."""
+
+    process: subprocess.Popen[bytes]
+    stderr: Path
+    unix: UnixAddress
+    tcp: TcpAddress
+
+
+def start_activated(spawned: Spawned, setenv: Mapping[str, str] | None = None) -> Activated:
+    """Start the tool; return once it listens (it starts the server on the first client)."""
+    path, port = spawned.cwd / "s", free_tcp_port()
+    argv = socket_activate(
+        str(path), f"127.0.0.1:{port}", names=[UNIX_NAME, TCP_NAME], setenv=setenv
+    )
+    process, stderr = spawned.popen(argv)
+    wait_for_text(stderr, f"Listening on 127.0.0.1:{port} as 4.", process)
+    return Activated(process, stderr, UnixAddress(str(path)), TcpAddress("127.0.0.1", port))
+
+
+@needs_socket_activate
+@pytest.mark.parametrize("first", ["unix", "tcp"])
+def test_the_first_client_starts_the_activated_server_and_gets_its_reply(
+    spawned: Spawned, first: str
+) -> None:
+    activated = start_activated(spawned)
+    trigger, other = (
+        (activated.unix, activated.tcp) if first == "unix" else (activated.tcp, activated.unix)
+    )
+    with connect(trigger) as client:
+        client.sendall(b"A")
+        server = ready(activated.process, activated.stderr)  # execed in place: the same pid
+        assert client.recv(1) == b"B"
+    assert server.addresses == [activated.unix, activated.tcp]
+    assert exchange(other, b"HAL") == b"IBM"
+    assert exchange(trigger, b"HAL") == b"IBM"
+
+
+@needs_socket_activate
+def test_an_activated_server_logs_each_socket_with_its_fdname(spawned: Spawned) -> None:
+    activated = start_activated(spawned)
+    assert exchange(activated.unix, b"A") == b"B"
+    server = ready(activated.process, activated.stderr)
+    log = server.stderr()
+    assert f"listening on fd 3 ({UNIX_NAME}): {activated.unix}" in log, log
+    assert f"listening on fd 4 ({TCP_NAME}): {activated.tcp}" in log, log
+
+
+@needs_socket_activate
+def test_an_activated_server_stops_on_sigterm_and_leaves_the_socket_file_to_systemd(
+    spawned: Spawned,
+) -> None:
+    activated = start_activated(spawned)
+    path = Path(activated.unix.path)
+    before = inode(path)
+    assert exchange(activated.tcp, b"A") == b"B"
+    server = ready(activated.process, activated.stderr)
+    assert not lock_of(path).exists()
+    assert_stops_cleanly(server)
+    # The server did not bind the file, so it must not remove it: systemd made
+    # it and removes it itself (RemoveOnStop=); the tool, execed away, never does.
+    assert inode(path) == before
+    assert not lock_of(path).exists()
+
+
+@needs_socket_activate
+def test_address_options_win_over_activated_sockets(spawned: Spawned) -> None:
+    path, own = spawned.cwd / "activated", spawned.cwd / "own"
+    argv = socket_activate(
+        str(path), names=[UNIX_NAME], server_args=["--unix", str(own), "--tcp", "0"]
+    )
+    process, stderr = spawned.popen(argv)
+    wait_for_text(stderr, f"Listening on {path} as 3.", process)
+    with connect(UnixAddress(str(path))):  # starts the server, which must not serve fd 3
+        server = ready(process, stderr)
+    assert server.addresses == [UnixAddress(str(own)), TcpAddress("127.0.0.1", server.tcp().port)]
+    assert exchange(server.unix(), b"A") == b"B"
+    assert_stops_cleanly(server)
+
+
+@needs_socket_activate
+def test_an_activated_server_notifies_ready_only_once_started_then_stopping(
+    spawned: Spawned, notify: NotifySocket
+) -> None:
+    activated = start_activated(spawned, setenv={"NOTIFY_SOCKET": notify.address})
+    with connect(activated.unix) as client:
+        client.sendall(b"A")
+        assert client.recv(1) == b"B"
+        server = ready(activated.process, activated.stderr)
+        notify.wait_for("READY", lambda value: value == "1")
+        notify.wait_for("STATUS", clients_active(1))
+        server.send_signal(signal.SIGTERM)
+        notify.wait_for("STOPPING", lambda value: value == "1")
+    assert_stops_cleanly(server)
+
+
+@needs_socket_activate
+def test_an_activated_datagram_socket_is_refused_with_its_fd_and_name(spawned: Spawned) -> None:
+    # A socket unit with ListenDatagram= where ListenStream= was meant.
+    path = spawned.cwd / "d"
+    argv = socket_activate(str(path), names=[UNIX_NAME], options=["--datagram"])
+    process, stderr = spawned.popen(argv)
+    wait_for_text(stderr, f"Listening on {path} as 3.", process)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        sender.sendto(b"A", str(path))  # the first datagram starts the server
+    assert process.wait(timeout=EVENT_TIMEOUT) == 1
+    assert process.stdout is not None
+    assert process.stdout.read() == b""
+    log = stderr.read_text()
+    assert_no_traceback(log)
+    errors = [line for line in log.splitlines() if line.startswith("trio_sock server: error: ")]
+    assert len(errors) == 1, log
+    assert f"fd 3 ({UNIX_NAME})" in errors[0], errors
+    assert "datagram" in errors[0], errors
+
+
+def test_activation_variables_for_another_process_are_ignored(spawned: Spawned) -> None:
+    with socket.socket() as probe:
+        # As the server does: connections in TIME_WAIT from earlier runs are no obstacle.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", BOOK_PORT))
+        except OSError as exc:
+            pytest.skip(f"port {BOOK_PORT} is taken by another program ({exc.strerror})")
+    # LISTEN_PID names pid 1, never the server: these sockets are not for it, so
+    # it serves the defaults.  Trusting them would fail on fds 3 and 4, never passed.
+    env = {**os.environ, "LISTEN_PID": "1", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "a:b"}
+    server = spawned.server(env=env)
+    assert sorted(map(str, server.addresses)) == ["tcp:127.0.0.1:9734", "unix:server_socket"]
+    assert exchange(UnixAddress(str(spawned.cwd / "server_socket")), b"A") == b"B"
+    assert_stops_cleanly(server)
+
+
+# --- --fd: a listening socket inherited from a parent ------------------------------------------
+
+
+def test_sockets_passed_with_fd_are_served_and_listed_in_the_ready_line(
+    spawned: Spawned, short_tmp: Path
+) -> None:
+    path = short_tmp / "s"
+    with (
+        listening(socket.AF_UNIX, str(path)) as unix,
+        listening(socket.AF_INET, ("127.0.0.1", 0)) as tcp,
+    ):
+        port = tcp.getsockname()[1]
+        server = spawned.server(
+            "--fd", str(unix.fileno()), "--fd", str(tcp.fileno()),
+            pass_fds=(unix.fileno(), tcp.fileno()),
+        )  # fmt: skip
+        assert server.addresses == [UnixAddress(str(path)), TcpAddress("127.0.0.1", port)]
+        for address in server.addresses:
+            assert exchange(address, b"HAL") == b"IBM", address
+        assert_stops_cleanly(server)
+
+
+def test_the_file_of_a_socket_passed_with_fd_is_never_locked_changed_or_removed(
+    spawned: Spawned, short_tmp: Path
+) -> None:
+    path = short_tmp / "s"
+    with listening(socket.AF_UNIX, str(path)) as unix:
+        path.chmod(0o660)  # as systemd's SocketMode=0660: not the server's --socket-mode 600
+        before = inode(path)
+        server = spawned.server("--fd", str(unix.fileno()), pass_fds=(unix.fileno(),))
+        assert exchange(server.unix(), b"A") == b"B"
+        assert not lock_of(path).exists()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o660
+        assert_stops_cleanly(server)
+        assert inode(path) == before
+        assert stat.S_IMODE(path.stat().st_mode) == 0o660
+        assert sorted(p.name for p in short_tmp.iterdir() if p.is_socket()) == ["s"]
+        assert not lock_of(path).exists()
+
+
+def test_a_parents_socket_keeps_listening_after_the_server_exits_for_the_next_one(
+    spawned: Spawned, short_tmp: Path
+) -> None:
+    # What systemd relies on to restart a service: its copy of the socket stays
+    # open, clients queue meanwhile, and the next server serves them.
+    path = short_tmp / "s"
+    with listening(socket.AF_UNIX, str(path)) as unix:
+        fd = str(unix.fileno())
+        first = spawned.server("--fd", fd, pass_fds=(unix.fileno(),))
+        assert exchange(first.unix(), b"A") == b"B"
+        assert_stops_cleanly(first)
+        with connect(UnixAddress(str(path))) as queued:
+            queued.sendall(b"A")
+            second = spawned.server("--fd", fd, pass_fds=(unix.fileno(),))
+            assert queued.recv(1) == b"B"
+        assert_stops_cleanly(second)
+
+
+def test_an_abstract_socket_passed_with_fd_is_listed_with_its_at_sign(
+    spawned: Spawned, short_tmp: Path
+) -> None:
+    name = f"trio-sock-test-{short_tmp.name}"
+    with listening(socket.AF_UNIX, "\0" + name) as unix:
+        server = spawned.server("--fd", str(unix.fileno()), pass_fds=(unix.fileno(),))
+        assert server.addresses == [UnixAddress("@" + name)]
+        assert exchange(server.unix(), b"A") == b"B"
+        assert_stops_cleanly(server)
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_an_ipv6_socket_passed_with_fd_is_listed_in_brackets(spawned: Spawned) -> None:
+    with listening(socket.AF_INET6, ("::1", 0)) as tcp:
+        port = tcp.getsockname()[1]
+        server = spawned.server("--fd", str(tcp.fileno()), pass_fds=(tcp.fileno(),))
+        assert [str(a) for a in server.addresses] == [f"tcp:[::1]:{port}"]
+        assert exchange(server.tcp(), b"A") == b"B"
+        assert_stops_cleanly(server)
+
+
+def _datagram(short_tmp: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(short_tmp / "d"))
+    return sock
+
+
+def _seqpacket(short_tmp: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.bind(str(short_tmp / "q"))
+    sock.listen()
+    return sock
+
+
+def _bound_not_listening(short_tmp: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(short_tmp / "n"))
+    return sock
+
+
+def _connected(short_tmp: Path) -> socket.socket:
+    one, other = socket.socketpair()
+    other.close()
+    return one
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        pytest.param(_datagram, "datagram", id="datagram"),
+        pytest.param(_seqpacket, "not a stream socket", id="seqpacket"),
+        pytest.param(_bound_not_listening, "not listening", id="bound-not-listening"),
+        pytest.param(_connected, "not listening", id="connected"),
+    ],
+)
+def test_a_socket_that_is_not_a_listening_stream_socket_is_refused_clearly(
+    short_tmp: Path, make: Callable[[Path], socket.socket], reason: str
+) -> None:
+    with make(short_tmp) as sock:
+        files = sorted(short_tmp.iterdir())
+        result = run_server_with_fd(sock.fileno(), cwd=short_tmp, pass_fds=(sock.fileno(),))
+        assert_user_error(result, f"fd {sock.fileno()}", reason)
+        assert sorted(short_tmp.iterdir()) == files, "nothing created, nothing removed"
+
+
+def test_a_descriptor_that_is_not_a_socket_is_refused_clearly(short_tmp: Path) -> None:
+    read, write = os.pipe()
+    try:
+        result = run_server_with_fd(read, cwd=short_tmp, pass_fds=(read,))
+    finally:
+        os.close(read)
+        os.close(write)
+    assert_user_error(result, f"fd {read}", "not a socket")
+
+
+def test_a_descriptor_that_is_not_open_is_refused_clearly(short_tmp: Path) -> None:
+    result = run_server_with_fd(UNUSED_FD, cwd=short_tmp)
+    line = assert_user_error(result, f"fd {UNUSED_FD}")
+    assert re.search("not open|bad file descriptor", line, re.IGNORECASE), line
+
+
+@pytest.mark.parametrize("fd", LOW_FDS)
+def test_a_low_descriptor_the_parent_did_not_pass_is_refused_as_not_open(
+    short_tmp: Path, fd: int
+) -> None:
+    # The server opens descriptors of its own as it starts (Trio's, its lock
+    # file and listeners), and they take the lowest free numbers: it must judge
+    # only what it inherited, never one of these.
+    result = run_server_with_fd(fd, "--unix", str(short_tmp / "own"), "--tcp", "0", cwd=short_tmp)
+    line = assert_user_error(result, f"fd {fd}")
+    assert re.search("not open|bad file descriptor", line, re.IGNORECASE), line
+    assert sorted(p.name for p in short_tmp.iterdir() if not p.name.startswith("ts-")) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(("--fd", "x"), id="not-a-number"),
+        pytest.param(("--fd", "-1"), id="negative"),
+        pytest.param(("--fd", "2"), id="stderr"),
+        pytest.param(("--fd", "5", "--fd", "5"), id="twice"),
+    ],
+)
+def test_an_fd_that_cannot_be_a_passed_socket_is_a_usage_error(
+    short_tmp: Path, args: tuple[str, ...]
+) -> None:
+    result = run_cli("server", *args, cwd=short_tmp, timeout=FAIL_TIMEOUT)
+    assert_no_traceback(result.stdout, result.stderr)
+    assert result.returncode == 2, result
+    assert result.stderr.startswith("usage: python -m trio_sock"), result.stderr
+    assert "fd" in result.stderr.splitlines()[-1], result.stderr
+
+
+def run_server_with_fd(
+    fd: int, *args: str, cwd: Path, pass_fds: Sequence[int] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run ``server --fd FD ARGS``, which must refuse to start (a server that starts times out)."""
+    return subprocess.run(
+        cli("server", "--fd", str(fd), *args),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=FAIL_TIMEOUT,
+        pass_fds=pass_fds,
+        check=False,
+    )
+
+
+# --- readiness: NOTIFY_SOCKET ------------------------------------------------------------------
+
+
+def test_the_server_notifies_ready_with_a_status_once_it_serves(
+    spawned: Spawned, short_tmp: Path, notify: NotifySocket
+) -> None:
+    server = spawned.server("--unix", str(short_tmp / "s"), "--tcp", "0", env=notify.env())
+    message = notify.wait_for("READY")
+    assert message["READY"] == "1", message
+    assert clients_active(0)(message.get("STATUS", "")), message
+    assert exchange(server.unix(), b"A") == b"B"  # it does serve, as READY=1 said
+    assert_stops_cleanly(server)
+
+
+def test_the_status_follows_the_active_client_count(
+    spawned: Spawned, short_tmp: Path, notify: NotifySocket
+) -> None:
+    server = spawned.server("--unix", str(short_tmp / "s"), "--tcp", "0", env=notify.env())
+    notify.wait_for("READY")
+    with connect(server.unix()) as client:
+        client.sendall(b"A")
+        assert client.recv(1) == b"B"
+        notify.wait_for("STATUS", clients_active(1))
+    notify.wait_for("STATUS", clients_active(0))
+    assert_stops_cleanly(server)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_the_server_notifies_stopping_when_shutdown_starts(
+    spawned: Spawned, short_tmp: Path, notify: NotifySocket, signum: int
+) -> None:
+    server = spawned.server(
+        "--unix", str(short_tmp / "s"), "--tcp", "0", "--grace", "30", env=notify.env()
+    )
+    notify.wait_for("READY")
+    with connect(server.unix()) as client:
+        client.sendall(b"A")
+        assert client.recv(1) == b"B"
+        server.send_signal(signum)
+        # At the first signal, while a client still holds the server in its grace period.
+        notify.wait_for("STOPPING", lambda value: value == "1")
+        assert server.process.poll() is None
+    assert server.wait(timeout=EVENT_TIMEOUT) == 0
+    assert_no_traceback(server.stderr())
+    assert not any("READY" in message for message in notify.received[1:]), notify.received
+
+
+def test_a_burst_of_clients_is_reported_about_once_a_second_not_once_each(
+    spawned: Spawned, short_tmp: Path, notify: NotifySocket
+) -> None:
+    server = spawned.server("--unix", str(short_tmp / "s"), "--tcp", "0", env=notify.env())
+    notify.wait_for("READY")
+    before = len(notify.received)
+    started = time.monotonic()
+    clients = []
+    try:
+        for _ in range(BURST_CLIENTS):
+            clients.append(client := connect(server.unix()))
+            client.sendall(b"A")
+            assert client.recv(1) == b"B"
+        notify.wait_for("STATUS", clients_active(BURST_CLIENTS))
+        elapsed = time.monotonic() - started
+    finally:
+        for client in clients:
+            client.close()
+    statuses = [m for m in notify.received[before:] if "STATUS" in m]
+    # One per interval, plus one at each end of the burst.
+    assert len(statuses) <= math.ceil(elapsed / STATUS_INTERVAL) + 2, (elapsed, statuses)
+    assert_stops_cleanly(server)
+
+
+def test_a_notify_socket_that_is_not_there_does_not_stop_the_server(
+    spawned: Spawned, short_tmp: Path
+) -> None:
+    env = {**os.environ, "NOTIFY_SOCKET": str(short_tmp / "missing")}
+    server = spawned.server("--unix", str(short_tmp / "s"), "--tcp", "0", env=env)
+    with connect(server.unix()) as client:
+        client.sendall(b"A")
+        assert client.recv(1) == b"B"
+        assert exchange(server.tcp(), b"A") == b"B"
+    assert_stops_cleanly(server)
+
+
+# --- the example units -------------------------------------------------------------------------
+
+UNITS: Final = ("trio-sock.socket", "trio-sock.service")
+#: The interpreter the example service runs: a venv made as the README says.
+#: ``systemd-analyze verify`` checks that it exists, so the test puts this run's in its place.
+EXAMPLE_PYTHON: Final = "/opt/trio-sock/bin/python"
+#: The highest exposure ``systemd-analyze security`` may give the example service,
+#: in its tenths: 1.0 ("OK"); the units as written score 0.8 ("SAFE").
+MAX_EXPOSURE: Final = 10
+
+
+def test_the_example_service_runs_the_server_on_activated_sockets() -> None:
+    service = (DEPLOY / "trio-sock.service").read_text()
+    exec_start = [line for line in service.splitlines() if line.startswith("ExecStart=")]
+    assert len(exec_start) == 1, exec_start
+    argv = shlex.split(exec_start[0].removeprefix("ExecStart="))
+    assert argv[:4] == [EXAMPLE_PYTHON, "-m", "trio_sock", "server"], argv
+    assert not {"--unix", "--tcp", "--fd"} & set(argv), "the sockets must come from systemd"
+    grace = float(argv[argv.index("--grace") + 1]) if "--grace" in argv else 5.0
+    stop = re.search(r"^TimeoutStopSec=(\d+)s?$", service, re.MULTILINE)
+    assert stop is not None, "TimeoutStopSec= must be set"
+    assert float(stop[1]) > grace, "systemd must not kill the server during its grace"
+    for setting in ("Type=notify", "NotifyAccess=main", "KillSignal=SIGTERM", "DynamicUser=yes"):
+        assert re.search(rf"^{setting}$", service, re.MULTILINE), setting
+
+
+needs_systemd_analyze = pytest.mark.skipif(
+    SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (apt-get install systemd)"
+)
+
+
+@pytest.fixture
+def units(short_tmp: Path) -> list[Path]:
+    """The example units, copied with this run's interpreter in the venv's place."""
+    copies = []
+    for unit in UNITS:
+        text = (DEPLOY / unit).read_text().replace(EXAMPLE_PYTHON, sys.executable)
+        (copy := short_tmp / unit).write_text(text)
+        copies.append(copy)
+    return copies
+
+
+def systemd_analyze(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    assert SYSTEMD_ANALYZE is not None
+    return subprocess.run(
+        [SYSTEMD_ANALYZE, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=FAIL_TIMEOUT,
+        check=False,
+    )
+
+
+@needs_systemd_analyze
+def test_the_example_units_pass_systemd_analyze_verify_without_a_warning(
+    units: list[Path], short_tmp: Path
+) -> None:
+    result = systemd_analyze("verify", "--man=no", *map(str, units), cwd=short_tmp)
+    assert (result.returncode, result.stderr) == (0, ""), result
+
+
+@needs_systemd_analyze
+def test_the_example_service_is_rated_safe_by_systemd_analyze_security(
+    units: list[Path], short_tmp: Path
+) -> None:
+    service = str(units[UNITS.index("trio-sock.service")])
+    # --threshold is the exposure times ten; systemd calls up to 1.9 "OK", below 1.0 "SAFE".
+    result = systemd_analyze(
+        "security", "--offline=true", f"--threshold={MAX_EXPOSURE}", service, cwd=short_tmp
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the activation variables, in-process ------------------------------------------------
+
+
+def test_listen_fds_reads_the_sockets_and_names_then_forgets_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trio_sock.config import ListenFd
+    from trio_sock.systemd import listen_fds
+
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "3")
+    monkeypatch.setenv("LISTEN_FDNAMES", "web::admin")
+    assert listen_fds() == (ListenFd(3, "web"), ListenFd(4, None), ListenFd(5, "admin"))
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        assert name not in os.environ
+    assert listen_fds() == ()
+
+
+@pytest.mark.parametrize(("pid", "count"), [("1", "2"), ("x", "2"), (None, "2"), ("self", "")])
+def test_listen_fds_meant_for_another_process_are_ignored_and_still_forgotten(
+    monkeypatch: pytest.MonkeyPatch, pid: str | None, count: str
+) -> None:
+    from trio_sock.systemd import listen_fds
+
+    if pid is not None:
+        monkeypatch.setenv("LISTEN_PID", str(os.getpid()) if pid == "self" else pid)
+    monkeypatch.setenv("LISTEN_FDS", count)
+    assert listen_fds() == ()
+    assert "LISTEN_FDS" not in os.environ
