@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import selectors
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +24,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 READY_PREFIX = "server waiting on "
+#: A client run against a live local server takes a fraction of a second; this
+#: only bounds a hang, so that a broken build fails instead of stalling the suite.
+CLIENT_TIMEOUT = 20.0
+#: Socket operations against a local server complete in milliseconds; this bounds a hang.
+IO_TIMEOUT = 5.0
 #: Generous: a loaded CI machine may take a while to start Python and import Trio.
 START_TIMEOUT = 20.0
 
@@ -186,3 +193,54 @@ def one_line(text: str) -> str:
 
 def command_words(args: Sequence[str]) -> str:
     return " ".join(args)
+
+
+def run_client(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run_cli("client", *args, cwd=cwd, timeout=CLIENT_TIMEOUT)
+
+
+def connect(address: Address, timeout: float = IO_TIMEOUT) -> socket.socket:
+    """A plain blocking socket connected to ``address``, with ``timeout`` on every call."""
+    if isinstance(address, TcpAddress):
+        return socket.create_connection((address.host, address.port), timeout=timeout)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address.sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def receive_until_eof(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def exchange(address: Address, data: bytes) -> bytes:
+    """Send ``data``, shut down the sending side, return everything until the server's EOF."""
+    with connect(address) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        return receive_until_eof(sock)
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def accept_failures(log: str) -> list[int]:
+    """How many failed accepts each warning line of ``log`` reports (1 if it gives no count)."""
+    return [
+        int(count[1]) if (count := re.search(r"failed (\d+) times", line)) else 1
+        for line in log.splitlines()
+        if "accept on" in line
+    ]

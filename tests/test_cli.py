@@ -29,12 +29,20 @@ import attrs
 import pytest
 
 from tests.helpers import (
+    CLIENT_TIMEOUT,
+    IO_TIMEOUT,
     ServerProcess,
+    accept_failures,
     assert_no_traceback,
     cli,
+    connect,
+    exchange,
+    has_ipv6_loopback,
     one_line,
     read_line,
+    receive_until_eof,
     run_cli,
+    run_client,
     start_server,
     unprivileged,
 )
@@ -43,13 +51,8 @@ from trio_sock.config import Address, TcpAddress, UnixAddress
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
-#: A client run against a live local server takes a fraction of a second; this
-#: only bounds a hang, so that a broken build fails instead of stalling the suite.
-CLIENT_TIMEOUT: Final = 20.0
 #: How long a command line that must fail at once (exit 1 or 2) may take.
 FAIL_TIMEOUT: Final = 15.0
-#: Socket operations against a local server complete in milliseconds; this bounds a hang.
-IO_TIMEOUT: Final = 5.0
 #: How long a test waits for a log line or an exit that should come promptly.
 EVENT_TIMEOUT: Final = 10.0
 #: The step of the one polling loop: the server's stderr is a regular file, which
@@ -138,39 +141,6 @@ def where(address: Address) -> list[str]:
     return [f"--{address.transport}", str(address).removeprefix(f"{address.transport}:")]
 
 
-def run_client(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return run_cli("client", *args, cwd=cwd, timeout=CLIENT_TIMEOUT)
-
-
-def connect(address: Address, timeout: float = IO_TIMEOUT) -> socket.socket:
-    """A plain blocking socket connected to ``address``, with ``timeout`` on every call."""
-    if isinstance(address, TcpAddress):
-        return socket.create_connection((address.host, address.port), timeout=timeout)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect(address.sockaddr)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def receive_until_eof(sock: socket.socket) -> bytes:
-    data = b""
-    while chunk := sock.recv(4096):
-        data += chunk
-    return data
-
-
-def exchange(address: Address, data: bytes) -> bytes:
-    """Send ``data``, shut down the sending side, return everything until the server's EOF."""
-    with connect(address) as sock:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-        return receive_until_eof(sock)
-
-
 def connect_idle(server: ServerProcess) -> socket.socket:
     """A client on the server's Unix socket that sends nothing, known to be accepted.
 
@@ -228,15 +198,6 @@ def tcp_port_of(words: Sequence[str], host: str) -> int:
     ports = [m[1] for w in words if (m := re.fullmatch(rf"tcp:{re.escape(host)}:(\d+)", w))]
     assert len(ports) == 1, words
     return int(ports[0])
-
-
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 def is_root() -> bool:
@@ -940,15 +901,6 @@ def test_the_trio_sock_script_runs_the_same_command_line(short_tmp: Path) -> Non
 def _low_descriptor_limit() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_NOFILE, hard))
-
-
-def accept_failures(log: str) -> list[int]:
-    """How many failed accepts each warning line of ``log`` reports (1 if it gives no count)."""
-    return [
-        int(count[1]) if (count := re.search(r"failed (\d+) times", line)) else 1
-        for line in log.splitlines()
-        if "accept on" in line
-    ]
 
 
 def test_the_server_survives_running_out_of_descriptors_without_a_log_flood(

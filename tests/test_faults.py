@@ -15,7 +15,6 @@ import contextlib
 import functools
 import os
 import random
-import re
 import resource
 import shlex
 import signal
@@ -35,11 +34,14 @@ import pytest
 import trio
 
 from tests.helpers import (
+    CLIENT_TIMEOUT,
     READY_PREFIX,
     START_TIMEOUT,
     ServerProcess,
+    accept_failures,
     assert_no_traceback,
     cli,
+    connect,
     one_line,
     read_line,
     run_cli,
@@ -50,10 +52,6 @@ from trio_sock.config import Address, TcpAddress, UnixAddress, parse_address
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-#: Bounds a hang of a client run against a live local server (it takes a fraction of a second).
-CLIENT_TIMEOUT: Final = 20.0
-#: Socket operations against a local server complete in milliseconds; this bounds a hang.
-IO_TIMEOUT: Final = 5.0
 #: How long a test waits for a log line, an EOF or an exit that should come promptly.
 EVENT_TIMEOUT: Final = 15.0
 #: The step of the one polling loop: a regular file (the server's stderr) never
@@ -220,20 +218,6 @@ def descriptors_for(count: int) -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-def connect(address: Address, timeout: float = IO_TIMEOUT) -> socket.socket:
-    """A plain blocking socket connected to ``address``, with ``timeout`` on every call."""
-    if isinstance(address, TcpAddress):
-        return socket.create_connection((address.host, address.port), timeout=timeout)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect(address.sockaddr)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def exchange(address: Address, data: bytes) -> bytes:
@@ -753,15 +737,6 @@ def cpu_seconds(pid: int) -> float:
 def _server_descriptor_limit() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (SERVER_FDS, hard))
-
-
-def accept_failures(log: str) -> list[int]:
-    """How many failed accepts each warning line of ``log`` reports (1 if it gives no count)."""
-    return [
-        int(count[1]) if (count := re.search(r"failed (\d+) times", line)) else 1
-        for line in log.splitlines()
-        if "accept on" in line
-    ]
 
 
 def test_a_server_out_of_descriptors_keeps_its_clients_logs_a_few_lines_and_recovers(

@@ -38,17 +38,18 @@ from tests.helpers import (
     ServerProcess,
     assert_no_traceback,
     cli,
+    connect,
+    exchange,
+    has_ipv6_loopback,
     one_line,
     read_line,
     run_cli,
 )
-from trio_sock.config import Address, TcpAddress, UnixAddress, parse_address
+from trio_sock.config import TcpAddress, UnixAddress, parse_address
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
-#: Socket operations against a local server complete in milliseconds; this bounds a hang.
-IO_TIMEOUT: Final = 5.0
 #: How long a test waits for a log line, a datagram or an exit that should come promptly.
 EVENT_TIMEOUT: Final = 10.0
 #: The step of the one polling loop: stderr goes to a regular file, which never
@@ -199,35 +200,6 @@ def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str)
 # --- sockets -----------------------------------------------------------------------------------
 
 
-def connect(address: Address, timeout: float = IO_TIMEOUT) -> socket.socket:
-    """A plain blocking socket connected to ``address``, with ``timeout`` on every call."""
-    if isinstance(address, TcpAddress):
-        return socket.create_connection((address.host, address.port), timeout=timeout)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect(address.sockaddr)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def exchange(address: Address, data: bytes) -> bytes:
-    """Send ``data``, shut down the sending side, return everything until the server's EOF."""
-    with connect(address) as sock:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-        return receive_until_eof(sock)
-
-
-def receive_until_eof(sock: socket.socket) -> bytes:
-    data = b""
-    while chunk := sock.recv(4096):
-        data += chunk
-    return data
-
-
 def listening(family: int, address: str | tuple[str, int]) -> socket.socket:
     """A stream socket bound to ``address`` and listening, as a parent process would pass it."""
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -251,15 +223,6 @@ def free_tcp_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
-
-
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 def inode(path: Path) -> tuple[int, int]:
