@@ -40,6 +40,9 @@ MAX_RETRY_PAUSE: Final = 0.5
 #: us: it is busy, not gone.  Knock again this soon, within the timeout.
 QUEUE_FULL_PAUSE: Final = 0.01
 
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH:
+# a trusted certificate for another name, which no --tls-ca can fix.
+_NAME_MISMATCH: Final = frozenset({62, 64})
 # These mean "no server there yet": worth retrying while --wait lasts.
 _NOT_THERE_YET: Final = frozenset({errno.ENOENT, errno.ECONNREFUSED})
 
@@ -146,14 +149,20 @@ async def start_tls(
     stream = trio.SSLStream(plain, tls, server_hostname=address.host)
     try:
         await stream.do_handshake()
-    except trio.BrokenResourceError as exc:
-        await plain.aclose()
+    except BaseException as exc:
+        plain.socket.close()  # on a timeout too: the caller never sees this socket
+        if not isinstance(exc, trio.BrokenResourceError):
+            raise
         cause = exc.__cause__
         if isinstance(cause, ssl.SSLCertVerificationError):
+            if cause.verify_code in _NAME_MISMATCH:
+                raise ConnectError(
+                    f"{address}: the server's TLS certificate is for another name"
+                    f" ({cause.verify_message}); connect with the name it was issued for"
+                ) from exc
             raise ConnectError(
                 f"{address}: the server's TLS certificate is not trusted"
-                f" ({cause.verify_message}); pass the CA that signed it with --tls-ca",
-                errno=cause.errno,
+                f" ({cause.verify_message}); pass the CA that signed it with --tls-ca"
             ) from exc
         reason = getattr(cause, "reason", None) or cause or "connection closed"
         raise ConnectError(
@@ -228,7 +237,8 @@ async def send_char(config: ClientConfig) -> str:
 async def _exchange_within(config: ClientConfig, data: bytes, tls: ssl.SSLContext | None) -> bytes:
     with trio.move_on_after(config.timeout):
         return await exchange(config.address, data, tls=tls)
-    tls_hint = "; if it speaks TLS, add --tls" if isinstance(config.address, TcpAddress) else ""
+    speaks_tcp = isinstance(config.address, TcpAddress)
+    tls_hint = "; if it speaks TLS, add --tls" if speaks_tcp and not config.tls else ""
     raise ClientTimeoutError(
         f"{config.address}: no reply within {config.timeout:g}s; the server may be"
         f" stuck or busy with other clients (see its --max-clients){tls_hint}"

@@ -7,6 +7,7 @@ the one log record each client leaves: ``eof``, ``idle timeout``, a reset,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import ssl
@@ -106,6 +107,8 @@ async def serve_connection(
             reason = await _reply_once(stream, config, tally)
         else:
             reason = await _reply_until_eof(stream, config, tally)
+        if stream is not plain and reason in ("eof", "replied once"):
+            await _say_goodbye(stream, min(LINGER_TIME, config.idle_timeout))
     except trio.BrokenResourceError as exc:
         reason = _why_broken(exc)
     except Exception as exc:
@@ -196,6 +199,17 @@ async def _reply_once(stream: trio.abc.Stream, config: ServerConfig, tally: Tall
         return IDLE_TIMEOUT
     await _close_gently(stream, min(LINGER_TIME, config.idle_timeout))
     return "replied once"
+
+
+async def _say_goodbye(stream: trio.abc.Stream, linger: float) -> None:
+    """End a TLS session with close_notify, so the client knows the replies are whole.
+
+    A plain TCP or Unix close says that by itself; TLS needs its own message,
+    which costs one send and is bounded by ``linger``.
+    """
+    # BrokenResourceError: the client left first, so there is nothing to tell it.
+    with trio.move_on_after(linger), contextlib.suppress(trio.BrokenResourceError):
+        await stream.aclose()
 
 
 async def _close_gently(stream: trio.abc.Stream, linger: float) -> None:

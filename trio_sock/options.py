@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument(
         "--tls-ca",
         metavar="FILE",
-        help="PEM file of the CAs to trust, with --tls (default: the system's)",
+        help="PEM file of the CAs to trust; implies --tls (default: the system's)",
     )
     return parser
 
@@ -390,7 +390,7 @@ def _client_config(args: argparse.Namespace) -> cfg.ClientConfig:
         char=args.char,
         timeout=args.timeout,
         wait=args.wait,
-        tls=args.tls,
+        tls=args.tls or args.tls_ca is not None,  # a CA to trust only makes sense with TLS
         tls_ca=args.tls_ca,
     )
 
