@@ -17,7 +17,8 @@ Run from the project root (about a minute with the default counts)::
     python benchmarks/idle_memory.py                 # N = 1000, 5000, 15000
     python benchmarks/idle_memory.py --counts 200 2000 --repeats 5
 
-It writes ``benchmarks/idle_memory.md`` and ``benchmarks/idle_memory.json``.
+It writes ``benchmarks/idle_memory.md`` and ``benchmarks/idle_memory.json``
+(into ``--output-dir`` instead, if given).
 ``--bare-server PATH`` is internal: it runs the baseline server.
 """
 
@@ -25,17 +26,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import importlib.metadata
 import json
-import os
-import platform
-import resource
 import selectors
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
 import trio
+from _machine import fd_limit, machine_info, raise_fd_limit
+from _server_process import ROOT, STOP_TIMEOUT, BenchmarkError, ServerProcess
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -61,14 +58,10 @@ DEFAULT_REPEATS: Final = 3
 #: Descriptors each process needs besides the N connections: stdio, listener,
 #: epoll, Trio's wakeup pair, pipes; also the slack trio_sock gets in --max-clients.
 FD_HEADROOM: Final = 100
-#: Starting Python and importing Trio takes well under a second; this is "broken".
-START_TIMEOUT: Final = 30.0
 #: Connecting and accepting 15000 Unix sockets takes about a second; likewise.
 ACCEPT_TIMEOUT: Final = 120.0
 #: One byte there and back on every connection: a second or two at most.
 ECHO_TIMEOUT: Final = 60.0
-#: trio_sock's --grace is 5 s; a server still there well after that is stuck.
-STOP_TIMEOUT: Final = 30.0
 #: Poll interval while the server catches up (accepting, or closing clients).
 POLL_INTERVAL: Final = 0.01
 #: Trio's own default backlog (the kernel caps it at net.core.somaxconn), which
@@ -78,12 +71,8 @@ BARE_BACKLOG: Final = 0xFFFF
 IDLE_TIMEOUT: Final = 3600
 
 HERE: Final = Path(__file__).resolve().parent
-RESULTS_MD: Final = HERE / "idle_memory.md"
-RESULTS_JSON: Final = HERE / "idle_memory.json"
-
-
-class BenchmarkError(Exception):
-    """A run went wrong: the server died, hung, or did not serve every client."""
+RESULTS_MD: Final = "idle_memory.md"
+RESULTS_JSON: Final = "idle_memory.json"
 
 
 # --- The baseline server -----------------------------------------------------------------
@@ -106,21 +95,6 @@ async def _bare_server(path: str) -> None:
 # --- Processes, descriptors and memory ---------------------------------------------------
 
 
-def raise_fd_limit() -> None:
-    """Raise this process's soft RLIMIT_NOFILE to its hard limit (also the servers' preexec_fn)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != soft:
-        # An unlimited hard limit cannot be the soft one (Linux caps it at fs.nr_open).
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def fd_limit() -> int:
-    """The soft open-file limit, as a number."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return sys.maxsize if soft == resource.RLIM_INFINITY else soft
-
-
 def server_command(kind: Kind, path: str, count: int) -> list[str]:
     """The command line that starts ``kind`` on the Unix socket ``path`` for ``count`` clients."""
     if kind == "trio_sock":
@@ -141,86 +115,26 @@ def server_command(kind: Kind, path: str, count: int) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--bare-server", path]
 
 
-class Server:
-    """A server subprocess whose ready line has been read; a context manager that kills it."""
+class Server(ServerProcess):
+    """One of the two servers, its ready line read; a context manager that kills it."""
 
     def __init__(self, kind: Kind, path: str, count: int, stderr_path: Path) -> None:
         self.kind = kind
-        self._stderr_path = stderr_path
-        with stderr_path.open("wb") as stderr:
-            self.process: subprocess.Popen[bytes] = subprocess.Popen(
-                server_command(kind, path, count),
-                cwd=HERE.parent,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                preexec_fn=raise_fd_limit,
-            )
-        try:
-            self.ready_line = self._read_ready_line()
-        except BaseException:
-            self.kill()
-            raise
+        super().__init__(kind, server_command(kind, path, count), stderr_path)
 
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.kill()
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def _read_ready_line(self) -> str:
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        data = b""
-        deadline = time.monotonic() + START_TIMEOUT
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while not data.endswith(b"\n"):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BenchmarkError(f"{self.kind}: no ready line in {START_TIMEOUT}s")
-                if not selector.select(remaining):
-                    continue
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    self.process.wait(STOP_TIMEOUT)
-                    raise BenchmarkError(
-                        f"{self.kind} exited {self.process.returncode} before its ready line;"
-                        f" stderr: {self.stderr()!r}"
-                    )
-                data += chunk
-        line = data.decode(errors="replace").strip()
+    def check_ready_line(self, line: str) -> None:
         if "waiting on unix:" not in line:
             raise BenchmarkError(f"{self.kind}: unexpected ready line {line!r}")
-        return line
-
-    def stderr(self) -> str:
-        """Everything the server wrote to stderr so far."""
-        return self._stderr_path.read_text(errors="replace")
-
-    def alive(self) -> None:
-        """Raise BenchmarkError if the server has exited."""
-        if self.process.poll() is not None:
-            raise BenchmarkError(
-                f"{self.kind} exited {self.process.returncode} mid-run; stderr: {self.stderr()!r}"
-            )
 
     def rss_kib(self) -> int:
-        """VmRSS from /proc/PID/status, in KiB (the kernel's "kB")."""
+        """VmRSS in KiB; raises BenchmarkError if the server has exited."""
         self.alive()
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise BenchmarkError(f"no VmRSS in /proc/{self.pid}/status")
+        return super().rss_kib()
 
     def fd_count(self) -> int:
-        """How many descriptors the server holds right now."""
+        """How many descriptors the server holds; raises BenchmarkError if it has exited."""
         self.alive()
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
+        return super().fd_count()
 
     def wait_for_fds(self, reached: Callable[[int], bool], what: str, timeout: float) -> float:
         """Poll the descriptor count until ``reached(count)``; return the seconds it took."""
@@ -231,24 +145,6 @@ class Server:
                 raise BenchmarkError(f"{self.kind}: {what} not within {timeout}s ({count} fds)")
             time.sleep(POLL_INTERVAL)
         return time.monotonic() - start
-
-    def stop(self) -> int:
-        """SIGTERM, then wait for the exit; return the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise BenchmarkError(
-                f"{self.kind} still running {STOP_TIMEOUT}s after SIGTERM"
-            ) from None
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 # --- Clients -----------------------------------------------------------------------------
@@ -483,20 +379,6 @@ def summary_table(summaries: Iterable[Summary]) -> list[str]:
     return lines
 
 
-def machine_info() -> dict[str, object]:
-    uname = platform.uname()
-    return {
-        "uname": f"{uname.system} {uname.release} {uname.machine}",
-        "python": platform.python_version(),
-        "trio": importlib.metadata.version("trio"),
-        "trio_sock": importlib.metadata.version("trio_sock"),
-        "cpus": os.cpu_count(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "open_file_limit": fd_limit(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-
-
 def render_markdown(
     machine: dict[str, object],
     summaries: Sequence[Summary],
@@ -611,6 +493,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_REPEATS,
         help="runs per server and N; medians are reported",
     )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=HERE,
+        help=f"where {RESULTS_MD} and {RESULTS_JSON} go",
+    )
     parser.add_argument("--bare-server", metavar="PATH", help=argparse.SUPPRESS)
     return parser
 
@@ -672,8 +560,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         command += " --counts " + " ".join(map(str, args.counts))
     if args.repeats != DEFAULT_REPEATS:
         command += f" --repeats {args.repeats}"
-    RESULTS_MD.write_text(render_markdown(machine, summaries, runs, skipped, command))
-    RESULTS_JSON.write_text(
+    output_dir: Path = args.output_dir
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results_md, results_json = output_dir / RESULTS_MD, output_dir / RESULTS_JSON
+    results_md.write_text(render_markdown(machine, summaries, runs, skipped, command))
+    results_json.write_text(
         json.dumps(
             {
                 "machine": machine,
@@ -689,7 +580,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _progress("")
     for line in summary_table(summaries):
         _progress(line)
-    _progress(f"wrote {RESULTS_MD.relative_to(HERE.parent)} and {RESULTS_JSON.name}")
+    shown = results_md.relative_to(ROOT) if results_md.is_relative_to(ROOT) else results_md
+    _progress(f"wrote {shown} and {RESULTS_JSON}")
     failed = sum(1 for r in runs if r.error is not None or r.problems)
     return 1 if failed else 0
 

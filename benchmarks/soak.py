@@ -39,18 +39,12 @@ import argparse
 import array
 import bisect
 import contextlib
-import datetime
 import errno
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import random
-import resource
-import selectors
 import shlex
-import signal
 import socket
 import statistics
 import struct
@@ -64,6 +58,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import trio
+from _machine import machine_info, raise_fd_limit
+from _server_process import ROOT, BenchmarkError, ServerProcess
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -93,7 +89,6 @@ TIMED: Final[dict[Kind, str]] = {
 }
 
 HERE: Final = Path(__file__).resolve().parent
-ROOT: Final = HERE.parent
 
 # --- Settings, each with its reason ------------------------------------------------------
 
@@ -106,16 +101,12 @@ MAX_CLIENTS: Final = 1000
 #: The idle pool, split between the transports: a few hundred descriptors that
 #: the server holds all the time, each replaced every IDLE_TIMEOUT.
 DEFAULT_IDLE_POOL: Final = 300
-#: A server that takes longer than this to start is broken, not slow.
-START_TIMEOUT: Final = 30.0
 #: The idle pool fills in one IDLE_TIMEOUT (its connects are staggered over it).
 WARMUP_TIMEOUT: Final = 30.0
 #: After the load stops, every client socket is closed at once; the server sees
 #: EOF or a reset on each within milliseconds.  Longer than the idle timeout, so
 #: that even a connection the server missed would be timed out meanwhile.
 DRAIN_TIMEOUT: Final = 15.0
-#: trio_sock's --grace is 5 s; a server still running well after that is stuck.
-STOP_TIMEOUT: Final = 30.0
 #: Poll interval while waiting for the server's descriptors to fall back.
 POLL_INTERVAL: Final = 0.05
 #: One operation of a well-behaved client; far beyond any reply on loopback.
@@ -248,10 +239,6 @@ def describe_mix(mix: Mix) -> list[tuple[Kind, str]]:
     ]
 
 
-class SoakError(Exception):
-    """The server could not be started or measured."""
-
-
 # --- The server --------------------------------------------------------------------------
 
 
@@ -266,14 +253,6 @@ class Target:
         if isinstance(self.address, str):
             return f"unix:{self.address}"
         return f"tcp:{self.address[0]}:{self.address[1]}"
-
-
-def raise_fd_limit() -> None:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (also the server's preexec_fn)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != soft:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def server_command(path: str) -> list[str]:
@@ -307,104 +286,21 @@ def parse_ready_line(line: str) -> list[Target]:
     return targets
 
 
-class ServerProcess:
-    """The server subprocess, its ready line read; a context manager that kills it."""
+class SoakServer(ServerProcess):
+    """The server under soak, its ready line read; a context manager that kills it."""
+
+    targets: list[Target]
+    """Where it listens: one Unix and one TCP address, from its ready line."""
 
     def __init__(self, command: list[str], directory: Path) -> None:
-        self.command = command
-        self._stderr_path = directory / "server.stderr"
-        with self._stderr_path.open("wb") as stderr:
-            self.process: subprocess.Popen[bytes] = subprocess.Popen(
-                command,
-                cwd=ROOT,  # so that -m trio_sock finds this tree's package, installed or not
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                preexec_fn=raise_fd_limit,
-            )
-        try:
-            self.ready_line = self._read_ready_line()
-            self.targets = parse_ready_line(self.ready_line)
-            if {t.transport for t in self.targets} != set(TRANSPORTS):
-                raise SoakError(f"ready line without both transports: {self.ready_line!r}")
-        except BaseException:
-            self.kill()
-            raise
-        self._ticks = os.sysconf("SC_CLK_TCK")
+        super().__init__("server", command, directory / "server.stderr")
 
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.kill()
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def _read_ready_line(self) -> str:
-        """Wait for the first line on stdout: readiness is announced, never guessed."""
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        data = b""
-        deadline = time.monotonic() + START_TIMEOUT
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while not data.endswith(b"\n"):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise SoakError(f"no ready line within {START_TIMEOUT}s")
-                if not selector.select(remaining):
-                    continue
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    self.process.wait(STOP_TIMEOUT)
-                    raise SoakError(
-                        f"server exited {self.process.returncode} before its ready line;"
-                        f" stderr: {self.stderr()!r}"
-                    )
-                data += chunk
-        line = data.decode(errors="replace").strip()
+    def check_ready_line(self, line: str) -> None:
         if not line.startswith("server waiting on "):
-            raise SoakError(f"unexpected ready line {line!r}")
-        return line
-
-    def stderr(self) -> str:
-        return self._stderr_path.read_text(errors="replace")
-
-    def exited(self) -> int | None:
-        return self.process.poll()
-
-    def fd_count(self) -> int:
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
-
-    def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise SoakError(f"no VmRSS in /proc/{self.pid}/status")
-
-    def cpu_seconds(self) -> float:
-        """User plus system CPU time, from /proc/PID/stat (fields 14 and 15)."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat.rpartition(")")[2].split()  # the name in parentheses may hold spaces
-        return (int(fields[11]) + int(fields[12])) / self._ticks
-
-    def stop(self) -> int:
-        """SIGTERM, then wait for the exit; return the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise SoakError(f"server still running {STOP_TIMEOUT}s after SIGTERM") from None
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+            raise BenchmarkError(f"unexpected ready line {line!r}")
+        self.targets = parse_ready_line(line)
+        if {t.transport for t in self.targets} != set(TRANSPORTS):
+            raise BenchmarkError(f"ready line without both transports: {line!r}")
 
 
 # --- Book-keeping ------------------------------------------------------------------------
@@ -872,7 +768,7 @@ class Sample:
         return self.fds - self.held
 
 
-def take_sample(server: ServerProcess, load: Load, t: float) -> Sample:
+def take_sample(server: SoakServer, load: Load, t: float) -> Sample:
     return Sample(
         t=round(t, 3),
         fds=server.fd_count(),
@@ -915,7 +811,7 @@ class Outcome:
 
 
 async def run_load(
-    server: ServerProcess, mix: Mix, duration: float, interval: float, seed: int
+    server: SoakServer, mix: Mix, duration: float, interval: float, seed: int
 ) -> tuple[Load, Outcome]:
     """Drive the load for ``duration`` seconds, sampling every ``interval``."""
     outcome = Outcome(fds_before=server.fd_count(), rss_before_kib=server.rss_kib())
@@ -936,7 +832,7 @@ async def run_load(
 
 
 async def _sample(
-    server: ServerProcess, load: Load, outcome: Outcome, duration: float, interval: float
+    server: SoakServer, load: Load, outcome: Outcome, duration: float, interval: float
 ) -> None:
     start = trio.current_time()
     load.started = start  # latencies and examples count from the start of sampling
@@ -951,7 +847,7 @@ async def _sample(
             return
         try:
             sample = take_sample(server, load, trio.current_time() - start)
-        except (OSError, SoakError) as exc:  # it died between poll() and /proc
+        except (OSError, BenchmarkError) as exc:  # it died between poll() and /proc
             outcome.crashed = f"server vanished mid-run: {exc}"
             return
         previous = outcome.samples[-1] if outcome.samples else None
@@ -959,7 +855,7 @@ async def _sample(
         print(progress_line(sample, previous), flush=True)
 
 
-def drain(server: ServerProcess, outcome: Outcome) -> None:
+def drain(server: SoakServer, outcome: Outcome) -> None:
     """Wait until the server's descriptors fall back to their count before the load."""
     start = time.monotonic()
     deadline = start + DRAIN_TIMEOUT
@@ -1136,22 +1032,6 @@ def git_state() -> dict[str, object]:
     return {
         "commit": git("rev-parse", "--short", "HEAD") or None,
         "trio_sock_uncommitted": [line[3:] for line in changed.splitlines()],
-    }
-
-
-def machine_info() -> dict[str, object]:
-    uname = platform.uname()
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return {
-        "uname": f"{uname.system} {uname.release} {uname.machine}",
-        "python": platform.python_version(),
-        "trio": importlib.metadata.version("trio"),
-        "trio_sock": importlib.metadata.version("trio_sock"),
-        "cpus": os.cpu_count(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "open_file_limit": soft,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "git": git_state(),
     }
 
 
@@ -1441,7 +1321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     mix = Mix(idle_pool=args.idle_pool)
     raise_fd_limit()
-    machine = machine_info()
+    machine = machine_info() | {"git": git_state()}
     command = shlex.join(
         ["python", "benchmarks/soak.py", *(argv if argv is not None else sys.argv[1:])]
     )
@@ -1456,8 +1336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="soak-", dir="/tmp") as tmp:  # sun_path: 108 bytes
         command_line = server_command(str(Path(tmp) / "sock"))
         try:
-            server = ServerProcess(command_line, Path(tmp))
-        except SoakError as exc:
+            server = SoakServer(command_line, Path(tmp))
+        except BenchmarkError as exc:
             print(f"soak: the server did not start: {exc}", file=sys.stderr)
             return 1
         with server:
@@ -1467,7 +1347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 drain(server, outcome)
             try:
                 exit_code = server.stop()
-            except SoakError as exc:
+            except BenchmarkError as exc:
                 outcome.crashed = str(exc)
             stderr = server.stderr()
 

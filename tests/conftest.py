@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.helpers import Processes
 from trio_sock import Server, ServerConfig, TcpAddress, UnixAddress, serve
 
 if TYPE_CHECKING:
@@ -23,6 +24,16 @@ def short_tmp() -> Iterator[Path]:
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def procs(short_tmp: Path) -> Iterator[Processes]:
+    """Start subprocesses in ``short_tmp``; none outlives the test, whatever its outcome."""
+    processes = Processes(short_tmp)
+    try:
+        yield processes
+    finally:
+        processes.cleanup()
 
 
 @pytest.fixture

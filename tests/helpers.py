@@ -14,28 +14,61 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
+import pytest
 
 from trio_sock.config import Address, TcpAddress, UnixAddress, parse_address
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
-READY_PREFIX = "server waiting on "
+READY_PREFIX: Final = "server waiting on "
 #: A client run against a live local server takes a fraction of a second; this
 #: only bounds a hang, so that a broken build fails instead of stalling the suite.
-CLIENT_TIMEOUT = 20.0
+CLIENT_TIMEOUT: Final = 20.0
 #: Socket operations against a local server complete in milliseconds; this bounds a hang.
-IO_TIMEOUT = 5.0
+IO_TIMEOUT: Final = 5.0
 #: Generous: a loaded CI machine may take a while to start Python and import Trio.
-START_TIMEOUT = 20.0
+START_TIMEOUT: Final = 20.0
+#: How long a test waits for a log line, a datagram or an exit that should come promptly.
+EVENT_TIMEOUT: Final = 10.0
+#: How long a command line that must fail at once (exit 1 or 2) may take.
+FAIL_TIMEOUT: Final = 15.0
+#: The step of the one polling loop: a subprocess's stderr goes to a regular file,
+#: which never signals readiness, so waiting for a log line means re-reading it.
+LOG_POLL: Final = 0.01
+#: The book's port: the server's default, used only by the tests of the defaults.
+BOOK_PORT: Final = 9734
+#: What the client prints for the reply to its default byte, ``A``.
+SUCCESS: Final = "char from server = B\n"
 
 
 def cli(*args: str) -> list[str]:
     """The command line of ``python -m trio_sock ARGS``, with this interpreter."""
     return [sys.executable, "-m", "trio_sock", *args]
+
+
+class HasStderr(Protocol):
+    """A subprocess whose stderr a test can read at any time (it goes to a file)."""
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]: ...
+
+    def stderr(self) -> str: ...
+
+
+@attrs.define
+class Child:
+    """A subprocess started by ``spawn``: stdout piped, stderr into a file."""
+
+    process: subprocess.Popen[bytes]
+    stderr_path: Path
+
+    def stderr(self) -> str:
+        """Everything the process wrote to stderr so far."""
+        return self.stderr_path.read_text()
 
 
 @attrs.define
@@ -80,10 +113,63 @@ class ServerProcess:
         self.wait()
 
 
+def spawn(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    stdin: int = subprocess.DEVNULL,
+    pass_fds: Sequence[int] = (),
+    preexec_fn: Callable[[], None] | None = None,
+) -> Child:
+    """Start ``argv`` in ``cwd`` with stdout piped and stderr into a new file in ``cwd``."""
+    fd, name = tempfile.mkstemp(prefix="ts-stderr-", dir=cwd)
+    os.close(fd)
+    stderr_path = Path(name)
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            pass_fds=pass_fds,
+            preexec_fn=preexec_fn,
+        )
+    return Child(process, stderr_path)
+
+
+def addresses_in(ready_line: str) -> list[Address]:
+    """The addresses a ready line (``server waiting on ADDRESS...``) lists."""
+    return [parse_address(word) for word in shlex.split(ready_line.removeprefix(READY_PREFIX))]
+
+
+def ready(child: Child, timeout: float = START_TIMEOUT) -> ServerProcess:
+    """Wait for the ready line of a started server (never a sleep) and parse its addresses.
+
+    Raises:
+        AssertionError: the server exited, or printed no ready line in time;
+            the message holds its stderr.  The server is killed first.
+    """
+    process = child.process
+    assert process.stdout is not None
+    line = read_line(process.stdout.fileno(), timeout)
+    if not line.startswith(READY_PREFIX):
+        process.kill()
+        process.wait()
+        process.stdout.close()
+        raise AssertionError(
+            f"no ready line; stdout {line!r}, exit {process.returncode}, stderr:\n{child.stderr()}"
+        )
+    return ServerProcess(process, addresses_in(line), child.stderr_path)
+
+
 def start_server(
     *args: str,
     cwd: Path,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
     preexec_fn: Callable[[], None] | None = None,
     timeout: float = START_TIMEOUT,
 ) -> ServerProcess:
@@ -93,31 +179,93 @@ def start_server(
         AssertionError: the server exited, or printed no ready line in time;
             the message holds its stderr.
     """
-    fd, name = tempfile.mkstemp(prefix="ts-stderr-", dir=cwd)
-    os.close(fd)
-    stderr_file = Path(name)
-    with stderr_file.open("wb") as stderr:
+    child = spawn(cli("server", *args), cwd=cwd, env=env, pass_fds=pass_fds, preexec_fn=preexec_fn)
+    return ready(child, timeout)
+
+
+@attrs.define
+class Processes:
+    """Every subprocess a test starts; ``cleanup`` kills what still runs and closes the pipes."""
+
+    cwd: Path
+    _popens: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: int = subprocess.DEVNULL,
+        pass_fds: Sequence[int] = (),
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> Child:
+        """``spawn(argv)`` in ``cwd``: stdout piped, stderr into a file."""
+        child = spawn(
+            argv, cwd=self.cwd, env=env, stdin=stdin, pass_fds=pass_fds, preexec_fn=preexec_fn
+        )
+        self._popens.append(child.process)
+        return child
+
+    def server(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> ServerProcess:
+        """Start ``python -m trio_sock server ARGS`` in ``cwd``; return once it is ready."""
+        return ready(
+            self.spawn(cli("server", *args), env=env, pass_fds=pass_fds, preexec_fn=preexec_fn)
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[bytes]:
+        """``subprocess.Popen(python -m trio_sock ARGS)`` in ``cwd``, stdout and stderr piped."""
         process = subprocess.Popen(
-            cli("server", *args),
-            cwd=cwd,
-            env=env,
+            cli(*args),
+            cwd=self.cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=stderr,
-            preexec_fn=preexec_fn,
+            stderr=subprocess.PIPE,
         )
-    assert process.stdout is not None
-    line = read_line(process.stdout.fileno(), timeout)
-    if not line.startswith(READY_PREFIX):
-        process.kill()
-        process.wait()
-        process.stdout.close()
-        raise AssertionError(
-            f"no ready line; stdout {line!r}, exit {process.returncode},"
-            f" stderr:\n{stderr_file.read_text()}"
-        )
-    words = shlex.split(line.removeprefix(READY_PREFIX))
-    return ServerProcess(process, [parse_address(word) for word in words], stderr_file)
+        self._popens.append(process)
+        return process
+
+    def cleanup(self) -> None:
+        for process in self._popens:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+
+def wait_for_log(
+    process: HasStderr,
+    text: str,
+    timeout: float = EVENT_TIMEOUT,
+    *,
+    until: Callable[[str], bool] | None = None,
+) -> str:
+    """Wait until the process's stderr contains ``text`` (and ``until(stderr)`` holds).
+
+    Returns the whole stderr; fails at once if the process exits first.
+    """
+    wanted = repr(text) if until is None else f"{text!r} (and until(stderr) true)"
+    deadline = time.monotonic() + timeout
+    while True:
+        exited = process.process.poll() is not None
+        log = process.stderr()
+        if text in log and (until is None or until(log)):
+            return log
+        if exited:
+            pytest.fail(
+                f"the process exited ({process.process.returncode}) before its stderr held"
+                f" {wanted}:\n{log}"
+            )
+        if time.monotonic() > deadline:
+            pytest.fail(f"its stderr did not hold {wanted} within {timeout}s:\n{log}")
+        time.sleep(LOG_POLL)
 
 
 def read_line(fd: int, timeout: float) -> str:
@@ -182,6 +330,31 @@ def unprivileged() -> Callable[[], None] | None:
 def assert_no_traceback(*texts: str) -> None:
     for text in texts:
         assert "Traceback" not in text, text
+
+
+def assert_user_error(
+    result: subprocess.CompletedProcess[str], *fragments: str, starts_with: str = ""
+) -> str:
+    """Exit 1, nothing on stdout, one stderr line holding every fragment; returns the line.
+
+    Args:
+        result: The finished command.
+        fragments: Text the error line must contain.
+        starts_with: What the error line must begin with, such as ``trio_sock server: error: ``.
+    """
+    assert_no_traceback(result.stdout, result.stderr)
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    line = one_line(result.stderr)
+    assert line.startswith(starts_with), line
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    return line
+
+
+def lock_of(path: Path) -> Path:
+    """The lock file a server takes beside a socket file it binds itself."""
+    return path.with_name(path.name + ".lock")
 
 
 def one_line(text: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import resource
@@ -25,44 +26,40 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-import attrs
 import pytest
 
 from tests.helpers import (
+    BOOK_PORT,
     CLIENT_TIMEOUT,
+    EVENT_TIMEOUT,
+    FAIL_TIMEOUT,
     IO_TIMEOUT,
+    SUCCESS,
+    Processes,
     ServerProcess,
     accept_failures,
     assert_no_traceback,
+    assert_user_error,
     cli,
     connect,
     exchange,
     has_ipv6_loopback,
-    one_line,
+    lock_of,
     read_line,
     receive_until_eof,
     run_cli,
     run_client,
-    start_server,
     unprivileged,
+    wait_for_log,
 )
 from trio_sock.config import Address, TcpAddress, UnixAddress
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Sequence
 
-#: How long a command line that must fail at once (exit 1 or 2) may take.
-FAIL_TIMEOUT: Final = 15.0
-#: How long a test waits for a log line or an exit that should come promptly.
-EVENT_TIMEOUT: Final = 10.0
-#: The step of the one polling loop: the server's stderr is a regular file, which
-#: never signals readiness, so waiting for a log line means re-reading it.
-LOG_POLL: Final = 0.01
 #: A negative check ("no reply while the first client is served"): long enough
 #: that a reply that was going to come would have, short enough to keep the suite fast.
 NO_REPLY_WITHIN: Final = 0.3
-#: The book's port, used only by the one test of the defaults.
-BOOK_PORT: Final = 9734
 #: ``sun_path`` holds 108 bytes including the terminating NUL.
 SUN_PATH_MAX: Final = 107
 #: A soft descriptor limit small enough for a test to exhaust with a few dozen
@@ -73,55 +70,8 @@ FLOOD_CONNECTIONS: Final = 60
 #: Failed accepts the EMFILE test waits for; they must take fewer log lines than this.
 ACCEPT_FAILURES: Final = 10
 
-SUCCESS: Final = "char from server = B\n"
-
 
 # --- processes and sockets ---------------------------------------------------------------------
-
-
-@attrs.define
-class Processes:
-    """Every subprocess a test starts; ``cleanup`` kills what still runs and closes the pipes."""
-
-    cwd: Path
-    _popens: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
-
-    def server(self, *args: str, preexec_fn: Callable[[], None] | None = None) -> ServerProcess:
-        """Start ``python -m trio_sock server ARGS`` in ``cwd``; return once it is ready."""
-        server = start_server(*args, cwd=self.cwd, preexec_fn=preexec_fn)
-        self._popens.append(server.process)
-        return server
-
-    def popen(self, *args: str, stderr: int = subprocess.PIPE) -> subprocess.Popen[bytes]:
-        """``subprocess.Popen(python -m trio_sock ARGS)`` in ``cwd``, stdout captured."""
-        process = subprocess.Popen(
-            cli(*args),
-            cwd=self.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-        )
-        self._popens.append(process)
-        return process
-
-    def cleanup(self) -> None:
-        for process in self._popens:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            for pipe in (process.stdin, process.stdout, process.stderr):
-                if pipe is not None:
-                    pipe.close()
-
-
-@pytest.fixture
-def procs(short_tmp: Path) -> Iterator[Processes]:
-    """Start subprocesses in ``short_tmp``; none outlives the test, whatever its outcome."""
-    processes = Processes(short_tmp)
-    try:
-        yield processes
-    finally:
-        processes.cleanup()
 
 
 @pytest.fixture
@@ -157,36 +107,9 @@ def connect_idle(server: ServerProcess) -> socket.socket:
     return idle
 
 
-def wait_for_log(
-    server: ServerProcess,
-    text: str,
-    timeout: float = EVENT_TIMEOUT,
-    *,
-    until: Callable[[str], bool] | None = None,
-) -> str:
-    """Wait until the server's stderr contains ``text`` (and ``until(stderr)`` holds).
-
-    Returns the whole stderr; fails at once if the server exits first.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        exited = server.process.poll() is not None
-        log = server.stderr()
-        if text in log and (until is None or until(log)):
-            return log
-        if exited:
-            pytest.fail(
-                f"the server exited ({server.process.returncode}) before logging"
-                f" {text!r}; stderr:\n{log}"
-            )
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {text!r} in the server's stderr within {timeout}s:\n{log}")
-        time.sleep(LOG_POLL)
-
-
 def ready_words(procs: Processes, *args: str) -> list[str]:
     """Start a server with ``args``; return the words of its ready line after the prefix."""
-    process = procs.popen("server", *args, stderr=subprocess.DEVNULL)
+    process = procs.spawn(cli("server", *args)).process
     assert process.stdout is not None
     line = read_line(process.stdout.fileno(), EVENT_TIMEOUT)
     assert line.startswith("server waiting on "), line
@@ -202,17 +125,6 @@ def tcp_port_of(words: Sequence[str], host: str) -> int:
 
 def is_root() -> bool:
     return os.geteuid() == 0
-
-
-def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    """Exit 1, nothing on stdout, one stderr line holding every fragment; returns the line."""
-    assert_no_traceback(result.stdout, result.stderr)
-    assert result.returncode == 1, result
-    assert result.stdout == ""
-    line = one_line(result.stderr)
-    for fragment in fragments:
-        assert fragment in line, (fragment, line)
-    return line
 
 
 # --- the ready line ----------------------------------------------------------------------------
@@ -979,7 +891,7 @@ def test_an_unknown_user_or_group_is_a_usage_error(option: str, short_tmp: Path)
 def test_a_lock_file_beside_the_socket_lives_as_long_as_the_server(
     server: ServerProcess, sock_path: Path
 ) -> None:
-    lock = sock_path.with_name(sock_path.name + ".lock")
+    lock = lock_of(sock_path)
     assert lock.read_text() == f"{server.process.pid}\n"
     assert server.stop(timeout=EVENT_TIMEOUT) == 0
     assert not lock.exists()
@@ -993,12 +905,16 @@ def test_a_signal_while_starting_ends_the_server_quietly_before_it_binds(
     # signal surely lands while the program is starting.
     from trio_sock import _early_signals, cli
 
+    package_log = logging.getLogger("trio_sock")
+    saved = (package_log.handlers[:], package_log.level, package_log.propagate)
     _early_signals.hold()
     try:
         os.kill(os.getpid(), signum)
         code = cli.main(["server", "--unix", str(short_tmp / "s"), "--tcp", "0"])
     finally:
         _early_signals.release()
+        # main() set up logging for a process; give the other tests theirs back.
+        package_log.handlers[:], package_log.level, package_log.propagate = saved
     assert code == 0
     assert list(short_tmp.iterdir()) == []
     captured = capsys.readouterr()

@@ -8,7 +8,7 @@ waits for the first client, then execs the server in its own process with
 readiness with a datagram socket of the test's standing in as ``NOTIFY_SOCKET``.
 
 Every process is killed at the end of its test whatever the outcome (the
-``spawned`` fixture).  Nothing sleeps to synchronise: tests wait for the ready
+``procs`` fixture).  Nothing sleeps to synchronise: tests wait for the ready
 line, a log line, a datagram (with a socket timeout) or an exit.
 """
 
@@ -24,7 +24,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -33,32 +32,30 @@ import attrs
 import pytest
 
 from tests.helpers import (
-    READY_PREFIX,
-    START_TIMEOUT,
+    BOOK_PORT,
+    EVENT_TIMEOUT,
+    FAIL_TIMEOUT,
+    Child,
+    Processes,
     ServerProcess,
     assert_no_traceback,
+    assert_user_error,
     cli,
     connect,
     exchange,
     has_ipv6_loopback,
-    one_line,
-    read_line,
+    lock_of,
+    ready,
     run_cli,
+    wait_for_log,
 )
-from trio_sock.config import TcpAddress, UnixAddress, parse_address
+from trio_sock.config import TcpAddress, UnixAddress
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
-#: How long a test waits for a log line, a datagram or an exit that should come promptly.
-EVENT_TIMEOUT: Final = 10.0
-#: The step of the one polling loop: stderr goes to a regular file, which never
-#: signals readiness, so waiting for a log line means re-reading it.
-LOG_POLL: Final = 0.01
-#: How long a command line that must fail at once may take.
-FAIL_TIMEOUT: Final = 15.0
-#: The book's port: the server's default, used only by the test of the fallback to it.
-BOOK_PORT: Final = 9734
+#: The start of every error line of a server that refuses to start.
+SERVER_ERROR: Final = "trio_sock server: error: "
 #: The server reports a changed client count at most about once a second.
 STATUS_INTERVAL: Final = 1.0
 #: Clients opened at once to see that the STATUS= lines are throttled, not one per change.
@@ -83,118 +80,10 @@ needs_socket_activate = pytest.mark.skipif(
 )
 
 
-# --- processes ---------------------------------------------------------------------------------
-
-
-@attrs.define
-class Spawned:
-    """Every process a test starts; ``cleanup`` kills what still runs and closes the pipes."""
-
-    cwd: Path
-    _popens: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
-
-    def popen(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        pass_fds: Sequence[int] = (),
-    ) -> tuple[subprocess.Popen[bytes], Path]:
-        """Start ``argv`` in ``cwd``, stdout piped, stderr into a file; returns both."""
-        fd, name = tempfile.mkstemp(prefix="ts-stderr-", dir=self.cwd)
-        os.close(fd)
-        stderr_file = Path(name)
-        with stderr_file.open("wb") as stderr:
-            process = subprocess.Popen(
-                argv,
-                cwd=self.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                pass_fds=pass_fds,
-            )
-        self._popens.append(process)
-        return process, stderr_file
-
-    def server(
-        self,
-        *args: str,
-        env: Mapping[str, str] | None = None,
-        pass_fds: Sequence[int] = (),
-    ) -> ServerProcess:
-        """``python -m trio_sock server ARGS``, once its ready line is read."""
-        return ready(*self.popen(cli("server", *args), env=env, pass_fds=pass_fds))
-
-    def cleanup(self) -> None:
-        for process in self._popens:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
-
-
-@pytest.fixture
-def spawned(short_tmp: Path) -> Iterator[Spawned]:
-    """Start processes in ``short_tmp``; none outlives the test, whatever its outcome."""
-    processes = Spawned(short_tmp)
-    try:
-        yield processes
-    finally:
-        processes.cleanup()
-
-
-def ready(
-    process: subprocess.Popen[bytes], stderr: Path, timeout: float = START_TIMEOUT
-) -> ServerProcess:
-    """Wait for the ready line of a started server (never a sleep) and parse its addresses."""
-    assert process.stdout is not None
-    line = read_line(process.stdout.fileno(), timeout)
-    if not line.startswith(READY_PREFIX):
-        process.kill()
-        process.wait()
-        raise AssertionError(
-            f"no ready line; stdout {line!r}, exit {process.returncode},"
-            f" stderr:\n{stderr.read_text()}"
-        )
-    words = shlex.split(line.removeprefix(READY_PREFIX))
-    return ServerProcess(process, [parse_address(word) for word in words], stderr)
-
-
-def wait_for_text(
-    stderr: Path, text: str, process: subprocess.Popen[bytes], timeout: float = EVENT_TIMEOUT
-) -> str:
-    """Wait until ``stderr`` holds ``text``; fails at once if ``process`` exits first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        exited = process.poll() is not None
-        log = stderr.read_text()
-        if text in log:
-            return log
-        if exited:
-            pytest.fail(f"exited ({process.returncode}) before writing {text!r}:\n{log}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {text!r} on stderr within {timeout}s:\n{log}")
-        time.sleep(LOG_POLL)
-
-
 def assert_stops_cleanly(server: ServerProcess) -> None:
     """SIGTERM ends the server with exit 0 and no traceback."""
     assert server.stop(timeout=EVENT_TIMEOUT) == 0, server.stderr()
     assert_no_traceback(server.stderr())
-
-
-def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    """Exit 1, nothing on stdout, one ``trio_sock server: error:`` line holding every fragment."""
-    assert_no_traceback(result.stdout, result.stderr)
-    assert result.returncode == 1, result
-    assert result.stdout == ""
-    line = one_line(result.stderr)
-    assert line.startswith("trio_sock server: error: "), line
-    for fragment in fragments:
-        assert fragment in line, (fragment, line)
-    return line
 
 
 # --- sockets -----------------------------------------------------------------------------------
@@ -229,11 +118,6 @@ def inode(path: Path) -> tuple[int, int]:
     found = path.lstat()
     assert stat.S_ISSOCK(found.st_mode), path
     return (found.st_dev, found.st_ino)
-
-
-def lock_of(path: Path) -> Path:
-    """The lock file a server takes beside a socket file it binds itself."""
-    return path.with_name(path.name + ".lock")
 
 
 # --- NOTIFY_SOCKET -----------------------------------------------------------------------------
@@ -329,35 +213,34 @@ def socket_activate(
 class Activated:
     """systemd-socket-activate listening on a Unix path (fd 3) and a loopback port (fd 4)."""
 
-    process: subprocess.Popen[bytes]
-    stderr: Path
+    child: Child
     unix: UnixAddress
     tcp: TcpAddress
 
 
-def start_activated(spawned: Spawned, setenv: Mapping[str, str] | None = None) -> Activated:
+def start_activated(procs: Processes, setenv: Mapping[str, str] | None = None) -> Activated:
     """Start the tool; return once it listens (it starts the server on the first client)."""
-    path, port = spawned.cwd / "s", free_tcp_port()
+    path, port = procs.cwd / "s", free_tcp_port()
     argv = socket_activate(
         str(path), f"127.0.0.1:{port}", names=[UNIX_NAME, TCP_NAME], setenv=setenv
     )
-    process, stderr = spawned.popen(argv)
-    wait_for_text(stderr, f"Listening on 127.0.0.1:{port} as 4.", process)
-    return Activated(process, stderr, UnixAddress(str(path)), TcpAddress("127.0.0.1", port))
+    child = procs.spawn(argv)
+    wait_for_log(child, f"Listening on 127.0.0.1:{port} as 4.")
+    return Activated(child, UnixAddress(str(path)), TcpAddress("127.0.0.1", port))
 
 
 @needs_socket_activate
 @pytest.mark.parametrize("first", ["unix", "tcp"])
 def test_the_first_client_starts_the_activated_server_and_gets_its_reply(
-    spawned: Spawned, first: str
+    procs: Processes, first: str
 ) -> None:
-    activated = start_activated(spawned)
+    activated = start_activated(procs)
     trigger, other = (
         (activated.unix, activated.tcp) if first == "unix" else (activated.tcp, activated.unix)
     )
     with connect(trigger) as client:
         client.sendall(b"A")
-        server = ready(activated.process, activated.stderr)  # execed in place: the same pid
+        server = ready(activated.child)  # execed in place: the same pid
         assert client.recv(1) == b"B"
     assert server.addresses == [activated.unix, activated.tcp]
     assert exchange(other, b"HAL") == b"IBM"
@@ -365,10 +248,10 @@ def test_the_first_client_starts_the_activated_server_and_gets_its_reply(
 
 
 @needs_socket_activate
-def test_an_activated_server_logs_each_socket_with_its_fdname(spawned: Spawned) -> None:
-    activated = start_activated(spawned)
+def test_an_activated_server_logs_each_socket_with_its_fdname(procs: Processes) -> None:
+    activated = start_activated(procs)
     assert exchange(activated.unix, b"A") == b"B"
-    server = ready(activated.process, activated.stderr)
+    server = ready(activated.child)
     log = server.stderr()
     assert f"listening on fd 3 ({UNIX_NAME}): {activated.unix}" in log, log
     assert f"listening on fd 4 ({TCP_NAME}): {activated.tcp}" in log, log
@@ -376,13 +259,13 @@ def test_an_activated_server_logs_each_socket_with_its_fdname(spawned: Spawned) 
 
 @needs_socket_activate
 def test_an_activated_server_stops_on_sigterm_and_leaves_the_socket_file_to_systemd(
-    spawned: Spawned,
+    procs: Processes,
 ) -> None:
-    activated = start_activated(spawned)
+    activated = start_activated(procs)
     path = Path(activated.unix.path)
     before = inode(path)
     assert exchange(activated.tcp, b"A") == b"B"
-    server = ready(activated.process, activated.stderr)
+    server = ready(activated.child)
     assert not lock_of(path).exists()
     assert_stops_cleanly(server)
     # The server did not bind the file, so it must not remove it: systemd made
@@ -392,15 +275,15 @@ def test_an_activated_server_stops_on_sigterm_and_leaves_the_socket_file_to_syst
 
 
 @needs_socket_activate
-def test_address_options_win_over_activated_sockets(spawned: Spawned) -> None:
-    path, own = spawned.cwd / "activated", spawned.cwd / "own"
+def test_address_options_win_over_activated_sockets(procs: Processes) -> None:
+    path, own = procs.cwd / "activated", procs.cwd / "own"
     argv = socket_activate(
         str(path), names=[UNIX_NAME], server_args=["--unix", str(own), "--tcp", "0"]
     )
-    process, stderr = spawned.popen(argv)
-    wait_for_text(stderr, f"Listening on {path} as 3.", process)
+    child = procs.spawn(argv)
+    wait_for_log(child, f"Listening on {path} as 3.")
     with connect(UnixAddress(str(path))):  # starts the server, which must not serve fd 3
-        server = ready(process, stderr)
+        server = ready(child)
     assert server.addresses == [UnixAddress(str(own)), TcpAddress("127.0.0.1", server.tcp().port)]
     assert exchange(server.unix(), b"A") == b"B"
     assert_stops_cleanly(server)
@@ -408,13 +291,13 @@ def test_address_options_win_over_activated_sockets(spawned: Spawned) -> None:
 
 @needs_socket_activate
 def test_an_activated_server_notifies_ready_only_once_started_then_stopping(
-    spawned: Spawned, notify: NotifySocket
+    procs: Processes, notify: NotifySocket
 ) -> None:
-    activated = start_activated(spawned, setenv={"NOTIFY_SOCKET": notify.address})
+    activated = start_activated(procs, setenv={"NOTIFY_SOCKET": notify.address})
     with connect(activated.unix) as client:
         client.sendall(b"A")
         assert client.recv(1) == b"B"
-        server = ready(activated.process, activated.stderr)
+        server = ready(activated.child)
         notify.wait_for("READY", lambda value: value == "1")
         notify.wait_for("STATUS", clients_active(1))
         server.send_signal(signal.SIGTERM)
@@ -423,26 +306,26 @@ def test_an_activated_server_notifies_ready_only_once_started_then_stopping(
 
 
 @needs_socket_activate
-def test_an_activated_datagram_socket_is_refused_with_its_fd_and_name(spawned: Spawned) -> None:
+def test_an_activated_datagram_socket_is_refused_with_its_fd_and_name(procs: Processes) -> None:
     # A socket unit with ListenDatagram= where ListenStream= was meant.
-    path = spawned.cwd / "d"
+    path = procs.cwd / "d"
     argv = socket_activate(str(path), names=[UNIX_NAME], options=["--datagram"])
-    process, stderr = spawned.popen(argv)
-    wait_for_text(stderr, f"Listening on {path} as 3.", process)
+    child = procs.spawn(argv)
+    wait_for_log(child, f"Listening on {path} as 3.")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
         sender.sendto(b"A", str(path))  # the first datagram starts the server
-    assert process.wait(timeout=EVENT_TIMEOUT) == 1
-    assert process.stdout is not None
-    assert process.stdout.read() == b""
-    log = stderr.read_text()
+    assert child.process.wait(timeout=EVENT_TIMEOUT) == 1
+    assert child.process.stdout is not None
+    assert child.process.stdout.read() == b""
+    log = child.stderr()
     assert_no_traceback(log)
-    errors = [line for line in log.splitlines() if line.startswith("trio_sock server: error: ")]
+    errors = [line for line in log.splitlines() if line.startswith(SERVER_ERROR)]
     assert len(errors) == 1, log
     assert f"fd 3 ({UNIX_NAME})" in errors[0], errors
     assert "datagram" in errors[0], errors
 
 
-def test_activation_variables_for_another_process_are_ignored(spawned: Spawned) -> None:
+def test_activation_variables_for_another_process_are_ignored(procs: Processes) -> None:
     with socket.socket() as probe:
         # As the server does: connections in TIME_WAIT from earlier runs are no obstacle.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -453,9 +336,9 @@ def test_activation_variables_for_another_process_are_ignored(spawned: Spawned) 
     # LISTEN_PID names pid 1, never the server: these sockets are not for it, so
     # it serves the defaults.  Trusting them would fail on fds 3 and 4, never passed.
     env = {**os.environ, "LISTEN_PID": "1", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "a:b"}
-    server = spawned.server(env=env)
+    server = procs.server(env=env)
     assert sorted(map(str, server.addresses)) == ["tcp:127.0.0.1:9734", "unix:server_socket"]
-    assert exchange(UnixAddress(str(spawned.cwd / "server_socket")), b"A") == b"B"
+    assert exchange(UnixAddress(str(procs.cwd / "server_socket")), b"A") == b"B"
     assert_stops_cleanly(server)
 
 
@@ -463,7 +346,7 @@ def test_activation_variables_for_another_process_are_ignored(spawned: Spawned) 
 
 
 def test_sockets_passed_with_fd_are_served_and_listed_in_the_ready_line(
-    spawned: Spawned, short_tmp: Path
+    procs: Processes, short_tmp: Path
 ) -> None:
     path = short_tmp / "s"
     with (
@@ -471,7 +354,7 @@ def test_sockets_passed_with_fd_are_served_and_listed_in_the_ready_line(
         listening(socket.AF_INET, ("127.0.0.1", 0)) as tcp,
     ):
         port = tcp.getsockname()[1]
-        server = spawned.server(
+        server = procs.server(
             "--fd", str(unix.fileno()), "--fd", str(tcp.fileno()),
             pass_fds=(unix.fileno(), tcp.fileno()),
         )  # fmt: skip
@@ -482,13 +365,13 @@ def test_sockets_passed_with_fd_are_served_and_listed_in_the_ready_line(
 
 
 def test_the_file_of_a_socket_passed_with_fd_is_never_locked_changed_or_removed(
-    spawned: Spawned, short_tmp: Path
+    procs: Processes, short_tmp: Path
 ) -> None:
     path = short_tmp / "s"
     with listening(socket.AF_UNIX, str(path)) as unix:
         path.chmod(0o660)  # as systemd's SocketMode=0660: not the server's --socket-mode 600
         before = inode(path)
-        server = spawned.server("--fd", str(unix.fileno()), pass_fds=(unix.fileno(),))
+        server = procs.server("--fd", str(unix.fileno()), pass_fds=(unix.fileno(),))
         assert exchange(server.unix(), b"A") == b"B"
         assert not lock_of(path).exists()
         assert stat.S_IMODE(path.stat().st_mode) == 0o660
@@ -500,39 +383,39 @@ def test_the_file_of_a_socket_passed_with_fd_is_never_locked_changed_or_removed(
 
 
 def test_a_parents_socket_keeps_listening_after_the_server_exits_for_the_next_one(
-    spawned: Spawned, short_tmp: Path
+    procs: Processes, short_tmp: Path
 ) -> None:
     # What systemd relies on to restart a service: its copy of the socket stays
     # open, clients queue meanwhile, and the next server serves them.
     path = short_tmp / "s"
     with listening(socket.AF_UNIX, str(path)) as unix:
         fd = str(unix.fileno())
-        first = spawned.server("--fd", fd, pass_fds=(unix.fileno(),))
+        first = procs.server("--fd", fd, pass_fds=(unix.fileno(),))
         assert exchange(first.unix(), b"A") == b"B"
         assert_stops_cleanly(first)
         with connect(UnixAddress(str(path))) as queued:
             queued.sendall(b"A")
-            second = spawned.server("--fd", fd, pass_fds=(unix.fileno(),))
+            second = procs.server("--fd", fd, pass_fds=(unix.fileno(),))
             assert queued.recv(1) == b"B"
         assert_stops_cleanly(second)
 
 
 def test_an_abstract_socket_passed_with_fd_is_listed_with_its_at_sign(
-    spawned: Spawned, short_tmp: Path
+    procs: Processes, short_tmp: Path
 ) -> None:
     name = f"trio-sock-test-{short_tmp.name}"
     with listening(socket.AF_UNIX, "\0" + name) as unix:
-        server = spawned.server("--fd", str(unix.fileno()), pass_fds=(unix.fileno(),))
+        server = procs.server("--fd", str(unix.fileno()), pass_fds=(unix.fileno(),))
         assert server.addresses == [UnixAddress("@" + name)]
         assert exchange(server.unix(), b"A") == b"B"
         assert_stops_cleanly(server)
 
 
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
-def test_an_ipv6_socket_passed_with_fd_is_listed_in_brackets(spawned: Spawned) -> None:
+def test_an_ipv6_socket_passed_with_fd_is_listed_in_brackets(procs: Processes) -> None:
     with listening(socket.AF_INET6, ("::1", 0)) as tcp:
         port = tcp.getsockname()[1]
-        server = spawned.server("--fd", str(tcp.fileno()), pass_fds=(tcp.fileno(),))
+        server = procs.server("--fd", str(tcp.fileno()), pass_fds=(tcp.fileno(),))
         assert [str(a) for a in server.addresses] == [f"tcp:[::1]:{port}"]
         assert exchange(server.tcp(), b"A") == b"B"
         assert_stops_cleanly(server)
@@ -578,7 +461,7 @@ def test_a_socket_that_is_not_a_listening_stream_socket_is_refused_clearly(
     with make(short_tmp) as sock:
         files = sorted(short_tmp.iterdir())
         result = run_server_with_fd(sock.fileno(), cwd=short_tmp, pass_fds=(sock.fileno(),))
-        assert_user_error(result, f"fd {sock.fileno()}", reason)
+        assert_user_error(result, f"fd {sock.fileno()}", reason, starts_with=SERVER_ERROR)
         assert sorted(short_tmp.iterdir()) == files, "nothing created, nothing removed"
 
 
@@ -589,12 +472,12 @@ def test_a_descriptor_that_is_not_a_socket_is_refused_clearly(short_tmp: Path) -
     finally:
         os.close(read)
         os.close(write)
-    assert_user_error(result, f"fd {read}", "not a socket")
+    assert_user_error(result, f"fd {read}", "not a socket", starts_with=SERVER_ERROR)
 
 
 def test_a_descriptor_that_is_not_open_is_refused_clearly(short_tmp: Path) -> None:
     result = run_server_with_fd(UNUSED_FD, cwd=short_tmp)
-    line = assert_user_error(result, f"fd {UNUSED_FD}")
+    line = assert_user_error(result, f"fd {UNUSED_FD}", starts_with=SERVER_ERROR)
     assert re.search("not open|bad file descriptor", line, re.IGNORECASE), line
 
 
@@ -606,7 +489,7 @@ def test_a_low_descriptor_the_parent_did_not_pass_is_refused_as_not_open(
     # file and listeners), and they take the lowest free numbers: it must judge
     # only what it inherited, never one of these.
     result = run_server_with_fd(fd, "--unix", str(short_tmp / "own"), "--tcp", "0", cwd=short_tmp)
-    line = assert_user_error(result, f"fd {fd}")
+    line = assert_user_error(result, f"fd {fd}", starts_with=SERVER_ERROR)
     assert re.search("not open|bad file descriptor", line, re.IGNORECASE), line
     assert sorted(p.name for p in short_tmp.iterdir() if not p.name.startswith("ts-")) == []
 
@@ -650,9 +533,9 @@ def run_server_with_fd(
 
 
 def test_the_server_notifies_ready_with_a_status_once_it_serves(
-    spawned: Spawned, short_tmp: Path, notify: NotifySocket
+    procs: Processes, short_tmp: Path, notify: NotifySocket
 ) -> None:
-    server = spawned.server("--unix", str(short_tmp / "s"), "--tcp", "0", env=notify.env())
+    server = procs.server("--unix", str(short_tmp / "s"), "--tcp", "0", env=notify.env())
     message = notify.wait_for("READY")
     assert message["READY"] == "1", message
     assert clients_active(0)(message.get("STATUS", "")), message
@@ -661,9 +544,9 @@ def test_the_server_notifies_ready_with_a_status_once_it_serves(
 
 
 def test_the_status_follows_the_active_client_count(
-    spawned: Spawned, short_tmp: Path, notify: NotifySocket
+    procs: Processes, short_tmp: Path, notify: NotifySocket
 ) -> None:
-    server = spawned.server("--unix", str(short_tmp / "s"), "--tcp", "0", env=notify.env())
+    server = procs.server("--unix", str(short_tmp / "s"), "--tcp", "0", env=notify.env())
     notify.wait_for("READY")
     with connect(server.unix()) as client:
         client.sendall(b"A")
@@ -675,9 +558,9 @@ def test_the_status_follows_the_active_client_count(
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_the_server_notifies_stopping_when_shutdown_starts(
-    spawned: Spawned, short_tmp: Path, notify: NotifySocket, signum: int
+    procs: Processes, short_tmp: Path, notify: NotifySocket, signum: int
 ) -> None:
-    server = spawned.server(
+    server = procs.server(
         "--unix", str(short_tmp / "s"), "--tcp", "0", "--grace", "30", env=notify.env()
     )
     notify.wait_for("READY")
@@ -694,9 +577,9 @@ def test_the_server_notifies_stopping_when_shutdown_starts(
 
 
 def test_a_burst_of_clients_is_reported_about_once_a_second_not_once_each(
-    spawned: Spawned, short_tmp: Path, notify: NotifySocket
+    procs: Processes, short_tmp: Path, notify: NotifySocket
 ) -> None:
-    server = spawned.server("--unix", str(short_tmp / "s"), "--tcp", "0", env=notify.env())
+    server = procs.server("--unix", str(short_tmp / "s"), "--tcp", "0", env=notify.env())
     notify.wait_for("READY")
     before = len(notify.received)
     started = time.monotonic()
@@ -718,10 +601,10 @@ def test_a_burst_of_clients_is_reported_about_once_a_second_not_once_each(
 
 
 def test_a_notify_socket_that_is_not_there_does_not_stop_the_server(
-    spawned: Spawned, short_tmp: Path
+    procs: Processes, short_tmp: Path
 ) -> None:
     env = {**os.environ, "NOTIFY_SOCKET": str(short_tmp / "missing")}
-    server = spawned.server("--unix", str(short_tmp / "s"), "--tcp", "0", env=env)
+    server = procs.server("--unix", str(short_tmp / "s"), "--tcp", "0", env=env)
     with connect(server.unix()) as client:
         client.sendall(b"A")
         assert client.recv(1) == b"B"

@@ -107,7 +107,7 @@ async def serve_connection(
             reason = await _reply_once(stream, config, tally)
         else:
             reason = await _reply_until_eof(stream, config, tally)
-        if stream is not plain and reason in ("eof", "replied once"):
+        if stream is not plain and reason == "eof":
             await _say_goodbye(stream, min(LINGER_TIME, config.idle_timeout))
     except trio.BrokenResourceError as exc:
         reason = _why_broken(exc)
@@ -219,10 +219,12 @@ async def _close_gently(stream: trio.abc.Stream, linger: float) -> None:
     and a reset can destroy the reply before the client reads it: ``echo A |
     nc`` sends two bytes and would never see its ``B``.
     """
+    if not isinstance(stream, trio.abc.HalfCloseableStream):
+        await _say_goodbye(stream, linger)  # TLS has no half-close: close_notify is its EOF
+        return
     with trio.move_on_after(linger):
         try:
-            if isinstance(stream, trio.abc.HalfCloseableStream):  # TLS has no half-close
-                await stream.send_eof()
+            await stream.send_eof()
             discarded = 0
             while discarded < LINGER_BYTES:
                 chunk = await stream.receive_some(RECEIVE_SIZE)
