@@ -317,6 +317,7 @@ BAD_COMMAND_LINES: Final = [
     pytest.param(("server", "--idle-timeout", "0"), "--idle-timeout", id="idle-timeout-0"),
     pytest.param(("server", "--grace", "nan"), "--grace", id="grace-nan"),
     pytest.param(("server", "--socket-mode", "999"), "--socket-mode", id="socket-mode-999"),
+    pytest.param(("server", "--fd", "2147483648"), "--fd", id="fd-too-big"),
     pytest.param(("server", "--socket-mode", "abc"), "--socket-mode", id="socket-mode-abc"),
     pytest.param(("server", "--tcp", "70000"), "--tcp", id="tcp-port-too-big"),
     pytest.param(("server", "--tcp", "::1:80"), "--tcp", id="tcp-ipv6-without-brackets"),
@@ -921,3 +922,6 @@ def test_a_signal_while_starting_ends_the_server_quietly_before_it_binds(
     assert captured.out == ""
     assert_no_traceback(captured.err)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # SIGUSR1 asks a running server for stats; while starting it must not kill it.
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)

@@ -508,3 +508,14 @@ async def test_open_listeners_keeps_the_config_order(short_tmp: Path) -> None:
     finally:
         for listener in listeners:
             listener.close()
+
+
+def test_a_symlink_at_the_lock_path_is_never_followed(short_tmp: Path) -> None:
+    victim = short_tmp / "victim.txt"
+    victim.write_text("precious")
+    (short_tmp / "sock.lock").symlink_to(victim)
+    with pytest.raises(ListenError):
+        open_unix_listener(UnixAddress(str(short_tmp / "sock")))
+    assert victim.read_text() == "precious"
+    assert (short_tmp / "sock.lock").is_symlink()
+    assert not (short_tmp / "sock").exists()

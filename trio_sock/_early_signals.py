@@ -23,10 +23,16 @@ def _remember(signum: int, frame: FrameType | None) -> None:
 
 
 def hold() -> None:
-    """From now on, SIGINT and SIGTERM are only remembered."""
+    """From now on, SIGINT and SIGTERM are only remembered, and SIGUSR1 ignored.
+
+    SIGUSR1 asks a running server for its stats; its default action would
+    instead kill a server that is starting, or (once Trio restores the action it
+    found) one that is shutting down.
+    """
     _received.clear()
     for signum in _SIGNALS:
         signal.signal(signum, _remember)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def received() -> list[int]:

@@ -39,6 +39,8 @@ DEFAULT_CLIENT_TIMEOUT: Final = 10.0
 MAX_BACKLOG: Final = 0xFFFF
 #: uid_t and gid_t are 32 bits; the all-ones value means "no change" to chown.
 MAX_ID: Final = 2**32 - 2
+#: A descriptor is a C int.
+MAX_FD: Final = 2**31 - 1
 
 
 def _check_seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -252,7 +254,8 @@ class ListenFd:
     """A listening socket this process inherited, from systemd or a parent process."""
 
     fd: int = attrs.field(validator=attrs.validators.and_(
-        attrs.validators.instance_of(int), attrs.validators.ge(0)
+        attrs.validators.instance_of(int), attrs.validators.ge(0),
+        attrs.validators.le(MAX_FD),
     ))  # fmt: skip
     """The descriptor number."""
     name: str | None = None

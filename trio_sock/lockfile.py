@@ -14,6 +14,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 from typing import Final
 
 import attrs
@@ -51,8 +52,17 @@ class LockFile:
         """
         path = socket_path + ".lock"
         for _ in range(_ATTEMPTS):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # O_NOFOLLOW: a symlink planted at PATH.lock must not make us truncate
+            # the file it points to; O_NONBLOCK: a FIFO there must not hang us.
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+            fd = os.open(path, flags, 0o600)
             try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise ListenError(
+                        f"cannot listen on {address}: {path} is not a regular file, so it"
+                        " is left alone; remove it yourself, or pick another path with --unix",
+                        errno=errno.EEXIST,
+                    )
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _read_pid(fd)
@@ -95,7 +105,7 @@ class LockFile:
 
 def _identity_of(path: str) -> tuple[int, int] | None:
     try:
-        now = os.stat(path)
+        now = os.lstat(path)
     except OSError:
         return None
     return (now.st_dev, now.st_ino)

@@ -114,6 +114,8 @@ def _descriptor(text: str) -> int:
     value = _positive_int(text) if text != "0" else 0
     if value < 3:
         raise ValueError(f"descriptors 0 to 2 are stdin, stdout and stderr, got {text!r}")
+    if value > cfg.MAX_FD:
+        raise ValueError(f"descriptors go up to {cfg.MAX_FD}, got {text!r}")
     return value
 
 

@@ -245,6 +245,12 @@ async def _accept_loop(listener: Listener, clients: trio.Nursery, context: Conte
                         peer,
                     )
                 continue
+            if refusals.pending:
+                _log.warning(
+                    "refused peers on %s not allowed by the peer policy: %d more",
+                    listener.address,
+                    refusals.unreported(),
+                )
         clients.start_soon(
             serve_connection, conn, peer, slot, counters.accepted, listener.address, context
         )

@@ -50,6 +50,7 @@ class Notifier:
 
     address: str | None
     _sock: socket.socket | None = None
+    _warned: bool = False
 
     @classmethod
     def from_environment(cls) -> Notifier:
@@ -59,15 +60,26 @@ class Notifier:
         return cls(path)
 
     def notify(self, *lines: str) -> None:
-        """Send ``lines`` as one datagram; a failure is logged, never raised."""
+        """Send ``lines`` as one datagram; a failure is logged once, never raised.
+
+        Non-blocking: a receiver that stops reading must cost us a lost status
+        line, never a server frozen in ``sendto``.
+        """
         if self.address is None:
             return
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                self._sock = socket.socket(socket.AF_UNIX, kind)
             self._sock.sendto("\n".join(lines).encode(), self.address)
         except OSError as exc:
-            _log.warning("cannot notify systemd at %s: %s", self.address, exc.strerror)
+            if not self._warned:
+                self._warned = True
+                _log.warning(
+                    "cannot notify systemd at %s: %s (further failures are not logged)",
+                    self.address.replace("\0", "@"),
+                    exc.strerror,
+                )
 
     def close(self) -> None:
         if self._sock is not None:
