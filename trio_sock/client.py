@@ -26,7 +26,7 @@ from .config import (
     TcpAddress,
     UnixAddress,
 )
-from .errors import ClientTimeoutError, ConnectError, ProtocolError
+from .errors import ClientTimeoutError, ConnectError, ProtocolError, why_broken
 from .tls import client_context
 
 _log = logging.getLogger("trio_sock.client")
@@ -196,8 +196,7 @@ async def exchange(address: Address, data: bytes, *, tls: ssl.SSLContext | None 
                 break
             reply += chunk
     except trio.BrokenResourceError as exc:
-        cause = exc.__cause__
-        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else "broken"
+        reason = why_broken(exc)
         raise ProtocolError(_closed_early(address, len(reply), len(data), reason)) from exc
     finally:
         await stream.aclose()

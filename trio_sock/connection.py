@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import ssl
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -18,11 +17,13 @@ import trio
 
 from .access import PeerCredentials
 from .config import TcpAddress
+from .errors import why_broken
 from .protocol import ONCE_SIZE, increment
 from .stats import Counters, Tally
 
 if TYPE_CHECKING:
     import socket
+    import ssl
 
     from .config import Address, ServerConfig
 
@@ -52,13 +53,6 @@ class Context:
     """Set when TCP clients speak TLS."""
 
 
-def _why_broken(exc: trio.BrokenResourceError) -> str:
-    cause = exc.__cause__
-    if isinstance(cause, ssl.SSLError):
-        return str(cause.reason or cause)
-    return cause.strerror if isinstance(cause, OSError) and cause.strerror else "broken"
-
-
 async def _start_tls(
     plain: trio.SocketStream, tls: ssl.SSLContext, limit: float
 ) -> tuple[trio.SSLStream[trio.SocketStream] | None, str]:
@@ -68,7 +62,7 @@ async def _start_tls(
         try:
             await stream.do_handshake()
         except trio.BrokenResourceError as exc:
-            return None, f"tls handshake failed: {_why_broken(exc)}"
+            return None, f"tls handshake failed: {why_broken(exc)}"
         return stream, ""
     return None, "tls handshake timeout"
 
@@ -108,9 +102,9 @@ async def serve_connection(
         else:
             reason = await _reply_until_eof(stream, config, tally)
         if stream is not plain and reason == "eof":
-            await _say_goodbye(stream, min(LINGER_TIME, config.idle_timeout))
+            await _say_goodbye(stream, _linger(config))
     except trio.BrokenResourceError as exc:
-        reason = _why_broken(exc)
+        reason = why_broken(exc)
     except Exception as exc:
         # A bug, not the client's doing: say so, but keep serving the others.
         reason = "internal error"
@@ -123,7 +117,7 @@ async def serve_connection(
         )
     finally:
         context.limiter.release_on_behalf_of(slot)
-        plain.socket.close()  # a TLS close_notify would cost a round trip for nothing
+        plain.socket.close()  # TLS said goodbye already where there was anything to say
         context.counters.left(tally, idle=reason == IDLE_TIMEOUT)
         if _clients_log.isEnabledFor(logging.INFO):
             _log_departure(number, address, peer, tally, reason)
@@ -197,8 +191,13 @@ async def _reply_once(stream: trio.abc.Stream, config: ServerConfig, tally: Tall
         tally.sent = 1
     if not tally.sent:
         return IDLE_TIMEOUT
-    await _close_gently(stream, min(LINGER_TIME, config.idle_timeout))
+    await _close_gently(stream, _linger(config))
     return "replied once"
+
+
+def _linger(config: ServerConfig) -> float:
+    """How long to wait for a goodbye: never longer than the client may idle."""
+    return min(LINGER_TIME, config.idle_timeout)
 
 
 async def _say_goodbye(stream: trio.abc.Stream, linger: float) -> None:

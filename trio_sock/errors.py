@@ -6,6 +6,20 @@ subclasses that stay catchable as the built-in error they really are, so
 happened and what to do next; the CLI prints it as it is.
 """
 
+import ssl
+
+
+def why_broken(exc: BaseException) -> str:
+    """The OS's (or TLS's) words for why a stream broke, from the error Trio chained.
+
+    Trio raises ``BrokenResourceError`` from the original ``OSError``; the
+    server's departure log and the client's messages both show that cause.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLError):
+        return str(cause.reason or cause)
+    return cause.strerror if isinstance(cause, OSError) and cause.strerror else "broken"
+
 
 class TrioSockError(Exception):
     """Base class of every error trio_sock raises on purpose."""

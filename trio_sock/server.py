@@ -175,8 +175,7 @@ class _Throttle:
         if now < self._next:
             return 0
         self._next = now + WARNING_INTERVAL
-        count, self._count = self._count, 0
-        return count
+        return self.unreported()
 
     @property
     def pending(self) -> int:
