@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 import pytest
+import trio
 
+from trio_sock import Server, ServerConfig, serve
 from trio_sock.config import Address, TcpAddress, UnixAddress, parse_address
 
 if TYPE_CHECKING:
@@ -417,3 +419,22 @@ def accept_failures(log: str) -> list[int]:
         for line in log.splitlines()
         if "accept on" in line
     ]
+
+
+async def start_in(nursery: trio.Nursery, config: ServerConfig) -> Server:
+    """``serve`` started in ``nursery``, as the library's users start it."""
+    server: Server = await nursery.start(serve, config)
+    return server
+
+
+def address_of(server: Server, transport: str) -> Address:
+    """The server's first address of ``transport``, ``"unix"`` or ``"tcp"``."""
+    kind = UnixAddress if transport == "unix" else TcpAddress
+    return next(a for a in server.addresses if isinstance(a, kind))
+
+
+async def open_stream(address: Address) -> trio.SocketStream:
+    """A plain Trio stream to ``address``."""
+    if isinstance(address, UnixAddress):
+        return await trio.open_unix_socket(address.sockaddr)
+    return await trio.open_tcp_stream(address.host, address.port)

@@ -18,7 +18,8 @@ import pytest
 import trio
 import trio.testing
 
-from trio_sock import Server, ServerConfig, TcpAddress, UnixAddress, serve
+from tests.helpers import start_in
+from trio_sock import ServerConfig, TcpAddress, UnixAddress
 from trio_sock.access import AccessPolicy, PeerCredentials, policy_for
 
 if TYPE_CHECKING:
@@ -94,18 +95,13 @@ def open_to_all(directory: Path) -> Path:
     return directory
 
 
-async def start(nursery: trio.Nursery, config: ServerConfig) -> Server:
-    server: Server = await nursery.start(serve, config)
-    return server
-
-
 @needs_root
 async def test_a_peer_outside_the_policy_is_closed_at_once_and_counted(
     nursery: trio.Nursery, short_tmp: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = str(open_to_all(short_tmp) / "s")
     config = ServerConfig(addresses=[UnixAddress(path)], socket_mode=0o666, allow_uids=[0])
-    server = await start(nursery, config)
+    server = await start_in(nursery, config)
     seen = await trio.to_thread.run_sync(connect_as, OTHER_UID, OTHER_GID, path)
     assert seen in ("b''", "reset")
     assert await trio.to_thread.run_sync(connect_as, 0, 0, path) == "b'B'"
@@ -121,7 +117,7 @@ async def test_a_peer_in_an_allowed_supplementary_group_is_served(
 ) -> None:
     path = str(open_to_all(short_tmp) / "s")
     config = ServerConfig(addresses=[UnixAddress(path)], socket_mode=0o666, allow_gids=[777])
-    server = await start(nursery, config)
+    server = await start_in(nursery, config)
     served = await trio.to_thread.run_sync(
         lambda: connect_as(OTHER_UID, OTHER_GID, path, groups=(777,))
     )
@@ -134,7 +130,7 @@ async def test_a_peer_in_an_allowed_supplementary_group_is_served(
 @needs_root
 async def test_an_abstract_name_refuses_other_users_by_default(nursery: trio.Nursery) -> None:
     name = f"@trio_sock-test-{os.getpid()}"
-    server = await start(nursery, ServerConfig(addresses=[UnixAddress(name)]))
+    server = await start_in(nursery, ServerConfig(addresses=[UnixAddress(name)]))
     address = name
     assert await trio.to_thread.run_sync(connect_as, OTHER_UID, OTHER_GID, address) in (
         "b''",
@@ -150,7 +146,7 @@ async def test_the_departure_record_names_the_unix_peer(
     nursery: trio.Nursery, server_config: ServerConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="trio_sock")
-    server = await start(nursery, server_config)
+    server = await start_in(nursery, server_config)
     stream = await trio.open_unix_socket(server.addresses[0].sockaddr)  # type: ignore[union-attr]
     async with stream:
         await stream.send_all(b"A")
@@ -164,7 +160,7 @@ async def test_the_departure_record_names_the_unix_peer(
 async def test_stats_count_every_kind_of_departure(
     autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, server_config: ServerConfig
 ) -> None:
-    server = await start(nursery, attrs.evolve(server_config, idle_timeout=10))
+    server = await start_in(nursery, attrs.evolve(server_config, idle_timeout=10))
     talker = await trio.open_unix_socket(server.addresses[0].sockaddr)  # type: ignore[union-attr]
     idler = await trio.open_unix_socket(server.addresses[0].sockaddr)  # type: ignore[union-attr]
     await talker.send_all(b"hello")

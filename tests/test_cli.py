@@ -749,6 +749,8 @@ def help_entries(text: str) -> dict[str, str]:
                 "--socket-mode": "(default: 600)",
                 "--socket-group": "(default: the server's group)",
                 "--fd": "LISTEN_FDS",
+                "--workers": "(default: 1)",
+                "--reuse-port": "(default: off",
                 "--tls-cert": "(default: plain TCP)",
                 "--tls-key": "(default: none)",
                 "--tls-handshake-timeout": "(default: 10",

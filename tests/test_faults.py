@@ -379,12 +379,12 @@ MAX_LATENCY: Final = 1.0
 MEDIAN_LATENCY: Final = 0.05
 #: Memory the server may hold per never-reader while it is blocked: one received
 #: chunk (64 KiB, the server's read size) and its translated reply (64 KiB) waiting
-#: in send_all, plus the client's task, stream and socket objects (~7 KiB, see
-#: benchmarks/idle_memory.md); the rest is allocator slack.  Socket buffers are
+#: in send_all, plus the client's task and socket objects (~3 KiB, see
+#: benchmarks/RESULTS.md); the rest is allocator slack.  Socket buffers are
 #: kernel memory, not in the server's RSS.  A server that held a second chunk
 #: (or read on without sending back) would need 256 KiB or more: it fails.
 PER_NEVER_READER_KIB: Final = 192
-#: Everything else the hostile phase costs the server at its peak: ~7 KiB per
+#: Everything else the hostile phase costs the server at its peak: a few KiB per
 #: connection for the few hundred idle peers and the churn, log records, and
 #: allocator fragmentation.  Measured: ~2.5 MiB.
 OTHER_GROWTH_KIB: Final = 8 * 1024

@@ -21,9 +21,11 @@ import trio
 import trio.testing
 
 import trio_sock.connection
+import trio_sock.fastpath
 import trio_sock.listeners
 import trio_sock.server
 import trio_sock.stats
+from tests.helpers import address_of, open_stream, start_in
 from trio_sock import (
     ListenError,
     Server,
@@ -33,16 +35,10 @@ from trio_sock import (
     increment,
     serve,
 )
-from trio_sock.connection import RECEIVE_SIZE
+from trio_sock.fastpath import RECEIVE_SIZE
 
 if TYPE_CHECKING:
     from trio_sock.config import Address
-
-
-async def connect(address: Address) -> trio.SocketStream:
-    if isinstance(address, UnixAddress):
-        return await trio.open_unix_socket(address.sockaddr)
-    return await trio.open_tcp_stream(address.host, address.port)
 
 
 def present(path: Path) -> bool:
@@ -69,11 +65,6 @@ async def roundtrip(stream: trio.SocketStream, data: bytes) -> bytes:
     return await receive_exactly(stream, len(data))
 
 
-async def start(nursery: trio.Nursery, config: ServerConfig) -> Server:
-    server: Server = await nursery.start(serve, config)
-    return server
-
-
 def departures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "trio_sock.clients"]
 
@@ -82,11 +73,6 @@ def departures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 def transport(request: pytest.FixtureRequest) -> str:
     value: str = request.param
     return value
-
-
-def pick(server: Server, transport: str) -> Address:
-    kind = UnixAddress if transport == "unix" else TcpAddress
-    return next(a for a in server.addresses if isinstance(a, kind))
 
 
 async def test_start_returns_a_server_that_knows_its_bound_addresses(
@@ -100,7 +86,7 @@ async def test_start_returns_a_server_that_knows_its_bound_addresses(
 
 
 async def test_each_byte_comes_back_incremented(server: Server, transport: str) -> None:
-    stream = await connect(pick(server, transport))
+    stream = await open_stream(address_of(server, transport))
     async with stream:
         assert await roundtrip(stream, b"A") == b"B"
         assert await roundtrip(stream, b"Z") == b"["
@@ -108,7 +94,7 @@ async def test_each_byte_comes_back_incremented(server: Server, transport: str) 
 
 
 async def test_all_256_byte_values_come_back_in_order(server: Server, transport: str) -> None:
-    stream = await connect(pick(server, transport))
+    stream = await open_stream(address_of(server, transport))
     async with stream:
         assert await roundtrip(stream, bytes(range(256))) == increment(bytes(range(256)))
 
@@ -117,7 +103,7 @@ async def test_a_multi_megabyte_stream_comes_back_whole_then_the_server_closes(
     server: Server, transport: str
 ) -> None:
     data = os.urandom(8 * 1024 * 1024)
-    stream = await connect(pick(server, transport))
+    stream = await open_stream(address_of(server, transport))
     received = bytearray()
 
     async def send_then_eof() -> None:
@@ -135,7 +121,7 @@ async def test_a_multi_megabyte_stream_comes_back_whole_then_the_server_closes(
 async def test_the_server_replies_until_the_client_sends_eof(
     server: Server, transport: str
 ) -> None:
-    stream = await connect(pick(server, transport))
+    stream = await open_stream(address_of(server, transport))
     async with stream:
         for char in b"hello":
             assert await roundtrip(stream, bytes([char])) == bytes([char + 1])
@@ -146,8 +132,8 @@ async def test_the_server_replies_until_the_client_sends_eof(
 async def test_once_mode_replies_to_one_byte_then_closes(
     nursery: trio.Nursery, server_config: ServerConfig, transport: str
 ) -> None:
-    server = await start(nursery, attrs.evolve(server_config, once=True))
-    stream = await connect(pick(server, transport))
+    server = await start_in(nursery, attrs.evolve(server_config, once=True))
+    stream = await open_stream(address_of(server, transport))
     async with stream:
         await stream.send_all(b"A")
         assert await receive_exactly(stream, 1) == b"B"
@@ -159,9 +145,9 @@ async def test_once_mode_reply_survives_input_the_server_does_not_read(
 ) -> None:
     # Closing with unread input resets the connection, which can destroy the
     # reply: the server must read and discard the rest first.
-    server = await start(nursery, attrs.evolve(server_config, once=True))
+    server = await start_in(nursery, attrs.evolve(server_config, once=True))
     for _ in range(20):
-        stream = await connect(pick(server, transport))
+        stream = await open_stream(address_of(server, transport))
         async with stream:
             await stream.send_all(b"A\n" + b"x" * 100_000)
             await stream.send_eof()
@@ -174,8 +160,8 @@ async def test_once_mode_frees_the_slot_of_a_client_that_keeps_its_side_open(
     nursery: trio.Nursery,
     server_config: ServerConfig,
 ) -> None:
-    server = await start(nursery, attrs.evolve(server_config, once=True, idle_timeout=1000))
-    stream = await connect(server.addresses[0])
+    server = await start_in(nursery, attrs.evolve(server_config, once=True, idle_timeout=1000))
+    stream = await open_stream(server.addresses[0])
     async with stream:
         await stream.send_all(b"AB")
         assert await receive_exactly(stream, 1) == b"B"
@@ -190,9 +176,9 @@ async def test_once_mode_frees_the_slot_of_a_client_that_keeps_its_side_open(
 async def test_every_address_serves_as_soon_as_start_returns(
     nursery: trio.Nursery, server_config: ServerConfig
 ) -> None:
-    server = await start(nursery, server_config)
+    server = await start_in(nursery, server_config)
     for address in server.addresses:
-        stream = await connect(address)
+        stream = await open_stream(address)
         async with stream:
             assert await roundtrip(stream, b"a") == b"b"
 
@@ -216,8 +202,8 @@ async def test_cancelling_the_nursery_closes_listeners_and_removes_the_socket_fi
 ) -> None:
     path = Path(server_config.addresses[0].path)  # type: ignore[union-attr]
     async with trio.open_nursery() as nursery:
-        server = await start(nursery, server_config)
-        client = await connect(server.addresses[0])
+        server = await start_in(nursery, server_config)
+        client = await open_stream(server.addresses[0])
         assert present(path)
         nursery.cancel_scope.cancel()
     assert not present(path)
@@ -234,8 +220,8 @@ async def test_stop_lets_an_active_client_finish_and_refuses_new_ones(
 ) -> None:
     path = Path(server_config.addresses[0].path)  # type: ignore[union-attr]
     async with trio.open_nursery() as nursery:
-        server = await start(nursery, attrs.evolve(server_config, grace=30))
-        client = await connect(server.addresses[0])
+        server = await start_in(nursery, attrs.evolve(server_config, grace=30))
+        client = await open_stream(server.addresses[0])
         assert await roundtrip(client, b"A") == b"B"
         server.stop()
         assert server.stopping
@@ -258,8 +244,8 @@ async def test_clients_still_active_when_the_grace_ends_are_cancelled(
     config = attrs.evolve(server_config, grace=5, idle_timeout=1000)
     caplog.set_level(logging.INFO, logger="trio_sock")
     async with trio.open_nursery() as nursery:
-        server = await start(nursery, config)
-        client = await connect(server.addresses[0])
+        server = await start_in(nursery, config)
+        client = await open_stream(server.addresses[0])
         await trio.testing.wait_all_tasks_blocked()
         assert server.active_clients == 1
         stopped_at = trio.current_time()
@@ -274,7 +260,7 @@ async def test_stop_with_no_clients_returns_at_once(
     autojump_clock: trio.testing.MockClock, server_config: ServerConfig
 ) -> None:
     async with trio.open_nursery() as nursery:
-        server = await start(nursery, attrs.evolve(server_config, grace=60))
+        server = await start_in(nursery, attrs.evolve(server_config, grace=60))
         stopped_at = trio.current_time()
         server.stop()
         server.stop()  # a second call changes nothing
@@ -289,8 +275,8 @@ async def test_an_idle_client_is_dropped_after_the_idle_timeout(
     transport: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="trio_sock")
-    server = await start(nursery, attrs.evolve(server_config, idle_timeout=30))
-    stream = await connect(pick(server, transport))
+    server = await start_in(nursery, attrs.evolve(server_config, idle_timeout=30))
+    stream = await open_stream(address_of(server, transport))
     async with stream:
         began = trio.current_time()
         assert await stream.receive_some(1) == b""
@@ -302,8 +288,8 @@ async def test_an_idle_client_is_dropped_after_the_idle_timeout(
 async def test_a_client_that_keeps_talking_is_never_idle(
     autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, server_config: ServerConfig
 ) -> None:
-    server = await start(nursery, attrs.evolve(server_config, idle_timeout=10))
-    stream = await connect(server.addresses[0])
+    server = await start_in(nursery, attrs.evolve(server_config, idle_timeout=10))
+    stream = await open_stream(server.addresses[0])
     async with stream:
         for _ in range(10):  # 70 virtual seconds in all, never 10 in a row
             await trio.sleep(7)
@@ -319,8 +305,8 @@ async def test_a_slow_reply_is_not_counted_as_the_clients_idleness(
     for once in (False, True):
         config = attrs.evolve(server_config, delay=20, idle_timeout=10, once=once)
         async with trio.open_nursery() as inner:
-            server = await start(inner, config)
-            stream = await connect(pick(server, transport))
+            server = await start_in(inner, config)
+            stream = await open_stream(address_of(server, transport))
             began = trio.current_time()
             assert await roundtrip(stream, b"A") == b"B"
             assert trio.current_time() - began == pytest.approx(20)
@@ -336,8 +322,8 @@ async def test_a_client_that_never_reads_costs_at_most_one_chunk_then_is_dropped
     transport: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="trio_sock")
-    server = await start(nursery, attrs.evolve(server_config, idle_timeout=5))
-    stream = await connect(pick(server, transport))
+    server = await start_in(nursery, attrs.evolve(server_config, idle_timeout=5))
+    stream = await open_stream(address_of(server, transport))
     with pytest.raises(trio.BrokenResourceError):
         await stream.send_all(b"x" * (64 * 1024 * 1024))
     await stream.aclose()
@@ -357,11 +343,11 @@ async def test_max_clients_1_serves_one_at_a_time_and_refuses_nobody(
     server_config: ServerConfig,
     transport: str,
 ) -> None:
-    server = await start(nursery, attrs.evolve(server_config, max_clients=1, idle_timeout=1e6))
-    address = pick(server, transport)
-    first = await connect(address)
+    server = await start_in(nursery, attrs.evolve(server_config, max_clients=1, idle_timeout=1e6))
+    address = address_of(server, transport)
+    first = await open_stream(address)
     assert await roundtrip(first, b"1") == b"2"
-    second = await connect(address)  # queued by the kernel, not refused
+    second = await open_stream(address)  # queued by the kernel, not refused
     await second.send_all(b"A")
     with trio.move_on_after(100):  # virtual time: the server has nothing else to do
         await second.receive_some(1)
@@ -372,15 +358,35 @@ async def test_max_clients_1_serves_one_at_a_time_and_refuses_nobody(
     await second.aclose()
 
 
+async def test_a_freed_slot_reaches_a_listener_with_a_queue_not_one_without(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, server_config: ServerConfig
+) -> None:
+    # The Unix loop, having accepted the only client it had, waits for room with
+    # an empty queue; the TCP loop waits behind it with a client queued.  The
+    # room made when the first client leaves must reach the TCP loop.
+    server = await start_in(nursery, attrs.evolve(server_config, max_clients=1, idle_timeout=1e6))
+    unix, tcp = address_of(server, "unix"), address_of(server, "tcp")
+    first = await open_stream(unix)
+    assert await roundtrip(first, b"1") == b"2"
+    second = await open_stream(tcp)
+    await second.send_all(b"A")
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.active_clients == 1
+    await first.aclose()
+    with trio.fail_after(10):
+        assert await receive_exactly(second, 1) == b"B"
+    await second.aclose()
+
+
 async def test_a_quiet_listener_never_holds_the_only_slot(
     autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, server_config: ServerConfig
 ) -> None:
     # With one slot and two listeners, clients of the busy listener must keep
     # being served while the other listener has no clients at all.
-    server = await start(nursery, attrs.evolve(server_config, max_clients=1))
+    server = await start_in(nursery, attrs.evolve(server_config, max_clients=1))
     for _ in range(5):
         with trio.fail_after(1):
-            stream = await connect(server.addresses[0])
+            stream = await open_stream(server.addresses[0])
             async with stream:
                 assert await roundtrip(stream, b"A") == b"B"
 
@@ -388,15 +394,15 @@ async def test_a_quiet_listener_never_holds_the_only_slot(
 async def test_abusive_clients_never_disturb_a_well_behaved_one(
     nursery: trio.Nursery, server: Server, transport: str
 ) -> None:
-    address = pick(server, transport)
-    good = await connect(address)
+    address = address_of(server, transport)
+    good = await open_stream(address)
     assert await roundtrip(good, b"A") == b"B"
 
     def reset(sock: trio.socket.SocketType) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     async def abuse(kind: str) -> None:
-        stream = await connect(address)
+        stream = await open_stream(address)
         if kind == "reset mid-stream":
             await stream.send_all(os.urandom(100_000))
             reset(stream.socket)
@@ -416,7 +422,7 @@ async def test_abusive_clients_never_disturb_a_well_behaved_one(
         char = bytes([65 + round_number])
         assert await roundtrip(good, char) == increment(char)
     await good.aclose()
-    fresh = await connect(address)
+    fresh = await open_stream(address)
     async with fresh:
         assert await roundtrip(fresh, b"z") == b"{"
 
@@ -430,9 +436,9 @@ async def test_a_bug_in_one_client_task_ends_only_that_client(
     def broken(data: bytes) -> bytes:
         raise RuntimeError("boom")
 
-    other = await connect(server.addresses[1])
-    monkeypatch.setattr(trio_sock.connection, "increment", broken)
-    victim = await connect(server.addresses[0])
+    other = await open_stream(server.addresses[1])
+    monkeypatch.setattr(trio_sock.fastpath, "increment", broken)
+    victim = await open_stream(server.addresses[0])
     async with victim:
         await victim.send_all(b"A")
         assert await victim.receive_some(1) == b""
@@ -445,11 +451,11 @@ async def test_a_bug_in_one_client_task_ends_only_that_client(
 async def test_thousands_of_connections_in_a_row_are_all_served(
     server: Server, transport: str
 ) -> None:
-    address = pick(server, transport)
+    address = address_of(server, transport)
     count = 2000
     before = server.accepted
     for i in range(count):
-        stream = await connect(address)
+        stream = await open_stream(address)
         async with stream:
             char = bytes([i % 256])
             assert await roundtrip(stream, char) == increment(char)
@@ -472,8 +478,8 @@ def many_fds() -> int:
 async def test_thousands_of_idle_clients_are_held_and_then_all_served(
     nursery: trio.Nursery, server_config: ServerConfig, many_fds: int
 ) -> None:
-    server = await start(nursery, attrs.evolve(server_config, max_clients=many_fds + 10))
-    streams = [await connect(server.addresses[0]) for _ in range(many_fds)]
+    server = await start_in(nursery, attrs.evolve(server_config, max_clients=many_fds + 10))
+    streams = [await open_stream(server.addresses[0]) for _ in range(many_fds)]
     await trio.testing.wait_all_tasks_blocked()
     assert server.active_clients == many_fds
     for stream in streams:
@@ -496,6 +502,9 @@ class _AcceptFailing:
 
     def fileno(self) -> int:
         return self._real.fileno()
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self._real.setsockopt(level, option, value)
 
     def accept(self) -> tuple[socket.socket, Any]:
         if self.failures:
@@ -526,8 +535,8 @@ async def test_running_out_of_descriptors_is_survived_and_logged_without_a_flood
     monkeypatch.setattr("trio_sock.server.open_listeners", open_failing)
     caplog.set_level(logging.WARNING, logger="trio_sock.server")
     async with trio.open_nursery() as nursery:
-        server = await start(nursery, server_config)
-        stream = await connect(server.addresses[0])
+        server = await start_in(nursery, server_config)
+        stream = await open_stream(server.addresses[0])
         began = trio.current_time()
         assert await roundtrip(stream, b"A") == b"B"
         elapsed = trio.current_time() - began
@@ -562,9 +571,9 @@ async def test_a_connection_that_dies_in_the_listen_queue_is_skipped(
 
     monkeypatch.setattr("trio_sock.server.open_listeners", open_failing)
     async with trio.open_nursery() as nursery:
-        server = await start(nursery, server_config)
+        server = await start_in(nursery, server_config)
         for _ in range(2):
-            stream = await connect(server.addresses[0])
+            stream = await open_stream(server.addresses[0])
             async with stream:
                 assert await roundtrip(stream, b"A") == b"B"
         nursery.cancel_scope.cancel()
@@ -580,7 +589,7 @@ async def test_the_hot_path_is_cancelled_promptly_while_blocked_on_a_peer_that_n
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client_side.send_all, b"A" * 10)
         with trio.move_on_after(3) as scope:
-            await trio_sock.connection._reply_until_eof(server_side, ServerConfig(), tally)
+            await trio_sock.connection._reply_over_stream(server_side, ServerConfig(), tally)
         nursery.cancel_scope.cancel()
     assert scope.cancelled_caught
     assert trio.current_time() == pytest.approx(3)
@@ -599,6 +608,6 @@ async def test_the_hot_path_counts_what_it_relayed_and_ends_on_eof() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
-        reason = await trio_sock.connection._reply_until_eof(server_side, config, tally)
+        reason = await trio_sock.connection._reply_over_stream(server_side, config, tally)
         assert reason == "eof"
     assert (tally.received, tally.sent) == (5, 5)

@@ -44,6 +44,7 @@ from tests.helpers import (
     one_line,
     run_cli,
     run_client,
+    start_in,
     unprivileged,
 )
 from trio_sock import (
@@ -60,7 +61,7 @@ from trio_sock import (
     send_char,
     serve,
 )
-from trio_sock.connection import RECEIVE_SIZE
+from trio_sock.fastpath import RECEIVE_SIZE
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -160,15 +161,10 @@ def tls_config(short_tmp: Path, pki: Pki) -> ServerConfig:
     )
 
 
-async def start(nursery: trio.Nursery, config: ServerConfig) -> Server:
-    server: Server = await nursery.start(serve, config)
-    return server
-
-
 @pytest.fixture
 async def tls_server(nursery: trio.Nursery, tls_config: ServerConfig) -> Server:
     """A TLS server running in the test's nursery; cancelled when the test ends."""
-    return await start(nursery, tls_config)
+    return await start_in(nursery, tls_config)
 
 
 @pytest.fixture(autouse=True)
@@ -308,7 +304,7 @@ async def test_once_mode_over_tls_replies_to_one_byte_then_closes_cleanly(
     # The plain server sends EOF right after its reply; over TLS that EOF is a
     # close_notify.  Without one, a client reading to the end waits, then sees a
     # truncated stream.
-    server = await start(nursery, attrs.evolve(tls_config, once=True))
+    server = await start_in(nursery, attrs.evolve(tls_config, once=True))
     stream = await open_tls(tcp_of(server), pki.client_context())
     async with stream:
         await stream.send_all(b"A")
@@ -444,7 +440,7 @@ async def test_a_client_that_says_nothing_is_dropped_at_the_handshake_timeout(
     clients_log: Callable[[], list[logging.LogRecord]],
 ) -> None:
     config = attrs.evolve(tls_config, tls_handshake_timeout=HANDSHAKE_TIMEOUT, idle_timeout=1000)
-    server = await start(nursery, config)
+    server = await start_in(nursery, config)
     address = tcp_of(server)
     silent = await trio.open_tcp_stream(address.host, address.port)
     began = trio.current_time()
@@ -469,7 +465,7 @@ async def test_the_default_handshake_timeout_is_ten_seconds(
     tls_config: ServerConfig,
     clients_log: Callable[[], list[logging.LogRecord]],
 ) -> None:
-    server = await start(nursery, attrs.evolve(tls_config, idle_timeout=1000))
+    server = await start_in(nursery, attrs.evolve(tls_config, idle_timeout=1000))
     address = tcp_of(server)
     silent = await trio.open_tcp_stream(address.host, address.port)
     began = trio.current_time()
@@ -489,7 +485,7 @@ async def test_a_client_that_trickles_its_handshake_is_dropped_at_the_timeout_al
 ) -> None:
     # One byte a second never looks idle, but the handshake has one deadline in all.
     config = attrs.evolve(tls_config, tls_handshake_timeout=HANDSHAKE_TIMEOUT, idle_timeout=1000)
-    server = await start(nursery, config)
+    server = await start_in(nursery, config)
     address = tcp_of(server)
     hello = client_hello(pki.client_context(), address.host)
     assert len(hello) > 2 * HANDSHAKE_TIMEOUT
@@ -534,7 +530,7 @@ async def test_the_client_refuses_a_certificate_for_another_host_name(
     config = attrs.evolve(
         tls_config, tls_cert=str(pki.wrong_name_cert), tls_key=str(pki.wrong_name_key)
     )
-    address = tcp_of(await start(nursery, config))
+    address = tcp_of(await start_in(nursery, config))
     client = ClientConfig(address=address, tls=True, tls_ca=str(pki.ca), timeout=IO_TIMEOUT)
     with pytest.raises(ConnectError) as caught:
         await send_char(client)

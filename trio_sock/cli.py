@@ -9,9 +9,7 @@ unless ``--log-level debug`` asks for one.
 
 from __future__ import annotations
 
-import json
 import logging
-import shlex
 import signal
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -24,13 +22,15 @@ from . import config as cfg
 from .errors import TrioSockError
 from .options import Command as Command
 from .options import parse as parse
-from .systemd import Notifier, listen_fds
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Callable, Sequence
 
+    from .lifeline import Lifeline, WorkerRole
     from .server import Server
     from .stats import ServerStats
+    from .systemd import Notifier
+    from .workers import Supervisor
 
 _log = logging.getLogger("trio_sock.cli")
 _stats_log = logging.getLogger("trio_sock.stats")
@@ -56,15 +56,35 @@ class JsonFormatter(logging.Formatter):
                 fields[key] = value
         if record.exc_info:
             fields["traceback"] = self.formatException(record.exc_info)
+        import json  # here, not at the top: the client never logs in JSON
+
         return json.dumps(fields, default=str)
 
 
-def _configure_logging(level: str, form: str) -> logging.Handler:
+class _WorkerLabel(logging.Filter):
+    """Marks every record with the worker's number: ``worker=N`` in text, a field in JSON."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__()
+        self.number = number
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.number
+        return True
+
+
+def _configure_logging(level: str, form: str, worker: int | None = None) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
+    label = ""
+    if worker is not None:
+        handler.addFilter(_WorkerLabel(worker))
+        label = "worker=%(worker)s "
     if form == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s {label}%(name)s: %(message)s")
+        )
     root = logging.getLogger("trio_sock")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -77,8 +97,9 @@ def _configure_logging(level: str, form: str) -> logging.Handler:
     return handler
 
 
-async def _serve_until_signalled(config: cfg.ServerConfig) -> None:
+async def _serve_until_signalled(config: cfg.ServerConfig, role: WorkerRole | None) -> None:
     from .server import serve  # the client never pays for importing the server
+    from .systemd import Notifier
 
     notifier = Notifier.from_environment()
     # Opened first, so that a signal at any moment after this is handled here.
@@ -99,23 +120,103 @@ async def _serve_until_signalled(config: cfg.ServerConfig) -> None:
             notifier.notify("READY=1", _status(ready))
             if notifier.address is not None:
                 nursery.start_soon(_report_status, server, notifier, ready.active)
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if signum == signal.SIGUSR1:
-                    _log_stats(server)
-                elif server.stopping:
-                    _log.warning("second signal (%s): cancelling every client now", name)
-                    nursery.cancel_scope.cancel()
-                    break
-                else:
-                    _log.info(
-                        "%s: stopping; clients have %ss to finish (a second signal stops now)",
-                        name,
-                        config.grace,
-                    )
-                    notifier.notify("STOPPING=1", _status(server.stats()))
-                    server.stop()
+            if role is not None:
+                from .lifeline import Lifeline
+
+                nursery.start_soon(_obey_parent, Lifeline.open(), server, nursery, config.grace)
+
+            def stop() -> None:
+                notifier.notify("STOPPING=1", _status(server.stats()))
+                server.stop()
+
+            await _obey_signals(signals, nursery, config.grace, stop, lambda: _log_stats(server))
         _log_stats(server)
+
+
+async def _supervise_until_signalled(
+    config: cfg.ServerConfig, log_level: str, log_format: str
+) -> None:
+    from .systemd import Notifier
+    from .workers import supervise
+
+    notifier = Notifier.from_environment()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def run(task_status: trio.TaskStatus[Supervisor]) -> None:
+                await supervise(
+                    config, log_level=log_level, log_format=log_format, task_status=task_status
+                )
+                nursery.cancel_scope.cancel()  # every worker has exited: stop watching signals
+
+            if held := _early_signals.received():
+                name = signal.Signals(held[0]).name
+                _log.info("%s while starting: not serving", name)
+                return
+            supervisor: Supervisor = await nursery.start(run)
+            print("server waiting on", *map(_ready_word, supervisor.addresses), flush=True)
+            notifier.notify("READY=1", f"STATUS={config.workers} workers serving")
+
+            def stop() -> None:
+                notifier.notify("STOPPING=1", f"STATUS=stopping {config.workers} workers")
+                supervisor.stop()
+
+            await _obey_signals(signals, nursery, config.grace, stop, supervisor.request_stats)
+
+
+async def _obey_signals(
+    signals: AsyncIterator[int],
+    nursery: trio.Nursery,
+    grace: float,
+    stop: Callable[[], None],
+    stats: Callable[[], None],
+) -> None:
+    """SIGUSR1 asks for ``stats``; the first SIGINT or SIGTERM calls ``stop``, the second
+    cancels ``nursery`` and returns."""
+    signalled = False
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGUSR1:
+            stats()
+        elif signalled:
+            _log.warning("second signal (%s): cancelling every client now", name)
+            nursery.cancel_scope.cancel()
+            return
+        else:
+            signalled = True
+            _log.info(
+                "%s: stopping; clients have %ss to finish (a second signal stops now)", name, grace
+            )
+            stop()
+
+
+async def _obey_parent(
+    lifeline: Lifeline, server: Server, nursery: trio.Nursery, grace: float
+) -> None:
+    """A worker's orders from its parent: as signals would say, but a STOP after a
+    signal (both sent for one Ctrl-C or ``systemctl stop``) is not a second signal."""
+    from .lifeline import Order
+
+    try:
+        while True:
+            order = await lifeline.next_order()
+            if order is Order.STATS:
+                _log_stats(server)
+            elif order is Order.CANCEL:
+                _log.warning("the parent says stop now: cancelling every client")
+                nursery.cancel_scope.cancel()
+                return
+            elif order is Order.STOP:
+                if not server.stopping:
+                    _log.info("the parent says stop: clients have %ss to finish", grace)
+                server.stop()
+            else:
+                _log.warning("the parent is gone: stopping; clients have %ss to finish", grace)
+                server.stop()
+                return
+    finally:
+        with trio.CancelScope(shield=True):
+            await lifeline.aclose()
 
 
 def _status(stats: ServerStats) -> str:
@@ -141,6 +242,8 @@ def _log_stats(server: Server) -> None:
 def _ready_word(address: cfg.Address) -> str:
     """An address as the ready line lists it: quoted as a shell word only if it must be,
     so that a path with spaces stays one word and everything else reads as is."""
+    import shlex  # the server's alone, like the other imports inside functions here
+
     text = str(address)
     return shlex.quote(text) if any(c.isspace() or c in "'\"\\" for c in text) else text
 
@@ -155,36 +258,50 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def _report(message: str, form: str) -> None:
+def _report(message: str, form: str, worker: int | None = None) -> None:
     if form == "json":
-        record = logging.makeLogRecord(
-            {"name": _log.name, "levelname": "ERROR", "levelno": logging.ERROR, "msg": message}
-        )
-        print(JsonFormatter().format(record), file=sys.stderr)
+        fields = {"name": _log.name, "levelname": "ERROR", "levelno": logging.ERROR, "msg": message}
+        if worker is not None:
+            fields["worker"] = worker
+        print(JsonFormatter().format(logging.makeLogRecord(fields)), file=sys.stderr)
     else:
-        print(f"trio_sock server: error: {message}", file=sys.stderr)
+        label = "" if worker is None else f"worker {worker}: "
+        print(f"trio_sock server: error: {label}{message}", file=sys.stderr)
 
 
 def _run_server(config: cfg.ServerConfig, log_level: str, log_format: str) -> int:
-    _configure_logging(log_level, log_format)
+    from .lifeline import WorkerRole
+
+    worker: int | None = None
     try:
+        if role := WorkerRole.from_environment():
+            worker = role.number
+            config = attrs.evolve(config, listen_fds=role.listen_fds(config.listen_fds))
+        _configure_logging(log_level, log_format, worker)
         # Before Trio opens descriptors of its own: an fd that was not passed in
         # must read "not open", not be mistaken for one of Trio's.
         from .listeners import check_inherited
 
         for inherited in config.listen_fds:
             check_inherited(inherited)
-        trio.run(_serve_until_signalled, config)
+        if config.workers > 1:
+            trio.run(_supervise_until_signalled, config, log_level, log_format)
+        else:
+            trio.run(_serve_until_signalled, config, role)
     except BaseException as raised:  # the one place errors become exit codes
         exc = _leaf(raised)
         if isinstance(exc, KeyboardInterrupt):  # SIGINT before the receiver was open
             return 0
         if isinstance(exc, TrioSockError):
-            _report(str(exc), log_format)
+            _report(str(exc), log_format, worker)
         elif isinstance(exc, OSError):
-            _report(exc.strerror or str(exc), log_format)
+            _report(exc.strerror or str(exc), log_format, worker)
         else:
-            _report(f"internal error: {exc!r} (run with --log-level debug for details)", log_format)
+            _report(
+                f"internal error: {exc!r} (run with --log-level debug for details)",
+                log_format,
+                worker,
+            )
             _log.debug("internal error", exc_info=exc)
         return 1
     return 0
@@ -214,12 +331,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = parse(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
-    if isinstance(command.config, cfg.ServerConfig):
-        config = command.config
-        if command.activation and (activated := listen_fds()):
-            config = attrs.evolve(config, addresses=(), listen_fds=activated)
-        return _run_server(config, command.log_level, command.log_format)
-    return _run_client(command.config)
+    if isinstance(command.config, cfg.ClientConfig):  # not ServerConfig: it loads on first use
+        return _run_client(command.config)
+    from .systemd import listen_fds
+
+    config = command.config
+    if command.activation and (activated := listen_fds()):
+        config = attrs.evolve(config, addresses=(), listen_fds=activated)
+    return _run_server(config, command.log_level, command.log_format)
 
 
 def main_exit() -> NoReturn:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shlex
 import socket
 import ssl
 import stat
@@ -55,6 +54,8 @@ def start_command(address: Address) -> str:
     ):
         return command
     if isinstance(address, UnixAddress):
+        import shlex  # only for this hint, after a failure
+
         return f"{command} --unix {shlex.quote(address.path)}"
     return f"{command} --tcp {str(address).removeprefix('tcp:')}"
 

@@ -1,56 +1,38 @@
-"""One client's connection, from accept to close; the hot path lives here.
+"""Clients the fast path cannot serve: TLS, the book's ``--once``, ``--delay``.
 
-Every way a connection can end is caught here and becomes the ``reason`` in
-the one log record each client leaves: ``eof``, ``idle timeout``, a reset,
-``cancelled at shutdown``.  Nothing a client does escapes its own task.
+These go through Trio's streams (``SocketStream``, ``SSLStream``) and keep
+their own idle deadlines in cancel scopes; the code is written plainly,
+since speed is ``fastpath``'s business.  Nothing a client does escapes its
+own task: every end becomes the ``reason`` in its departure record.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from typing import TYPE_CHECKING, Final
 
-import attrs
 import trio
 
-from .access import PeerCredentials
 from .config import TcpAddress
+from .door import EOF, IDLE_TIMEOUT, SHUTDOWN
 from .errors import why_broken
+from .fastpath import RECEIVE_SIZE
 from .protocol import ONCE_SIZE, increment
-from .stats import Counters, Tally
 
 if TYPE_CHECKING:
     import socket
     import ssl
 
-    from .config import Address, ServerConfig
+    from .config import ServerConfig
+    from .door import Door
+    from .stats import Tally
 
-_log = logging.getLogger("trio_sock.server")
-_clients_log = logging.getLogger("trio_sock.clients")
-
-#: Trio's own ``receive_some`` default: one read drains most socket buffers, and
-#: a client that never reads its replies pins at most this much (plus the reply).
-RECEIVE_SIZE: Final = 65536
 #: In --once mode, after the reply, how long and how much of the client's
 #: remaining input to discard before closing (see ``_close_gently``): plenty
 #: for a line piped into nc, too little for a client to hold its slot.
 LINGER_TIME: Final = 2.0
 LINGER_BYTES: Final = 1024 * 1024
-IDLE_TIMEOUT: Final = "idle timeout"
-
-
-@attrs.frozen
-class Context:
-    """What every client task of one server shares."""
-
-    config: ServerConfig
-    limiter: trio.CapacityLimiter
-    """Each task holds one slot of it, from before its accept() until it ends."""
-    counters: Counters
-    tls: ssl.SSLContext | None = None
-    """Set when TCP clients speak TLS."""
 
 
 async def _start_tls(
@@ -67,99 +49,47 @@ async def _start_tls(
     return None, "tls handshake timeout"
 
 
-async def serve_connection(
-    conn: socket.socket,
-    peer: object,
-    slot: object,
-    number: int,
-    address: Address,
-    context: Context,
-) -> None:
-    """Run one client to its end, whatever that end is; never raise.
+async def serve_stream_client(conn: socket.socket, peer: object, number: int, door: Door) -> None:
+    """Serve one client over a Trio stream (TLS, ``--once``, ``--delay``); never raise.
 
-    Args:
-        conn: The accepted socket; closed when this returns.
-        peer: The peer as logs show it: ``(host, port)`` or ``PeerCredentials``.
-        slot: The limiter slot taken for this client; released when this returns.
-        number: The client's number since the server started.
-        address: The listener it came through.
-        context: What the server's client tasks share.
+    The arguments are ``fastpath.serve_plain_client``'s; so is the promise that
+    every end goes through ``Door.left`` with its reason.
     """
-    config = context.config
-    plain = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
-    stream: trio.abc.Stream = plain
-    tally = Tally(trio.current_time())
-    context.counters.arrived(tally)
-    reason = "cancelled at shutdown"
+    tally = door.arrived(conn, reaped=False)
+    reason = SHUTDOWN
     try:
-        if context.tls is not None and isinstance(address, TcpAddress):
-            secure, reason = await _start_tls(plain, context.tls, config.tls_handshake_timeout)
-            if secure is None:
-                return
-            stream = secure
-        if config.once:
-            reason = await _reply_once(stream, config, tally)
-        else:
-            reason = await _reply_until_eof(stream, config, tally)
-        if stream is not plain and reason == "eof":
-            await _say_goodbye(stream, _linger(config))
+        reason = await _serve(conn, door, tally)
     except trio.BrokenResourceError as exc:
         reason = why_broken(exc)
     except Exception as exc:
-        # A bug, not the client's doing: say so, but keep serving the others.
-        reason = "internal error"
-        _log.error(
-            "client %d on %s failed: %r",
-            number,
-            address,
-            exc,
-            exc_info=_log.isEnabledFor(logging.DEBUG),
-        )
+        reason = door.failed(number, exc)
     finally:
-        context.limiter.release_on_behalf_of(slot)
-        plain.socket.close()  # TLS said goodbye already where there was anything to say
-        context.counters.left(tally, idle=reason == IDLE_TIMEOUT)
-        if _clients_log.isEnabledFor(logging.INFO):
-            _log_departure(number, address, peer, tally, reason)
+        door.left(conn, peer, number, tally, reason)
 
 
-def _log_departure(number: int, address: Address, peer: object, tally: Tally, reason: str) -> None:
-    if isinstance(peer, tuple):
-        host = f"[{peer[0]}]" if ":" in peer[0] else peer[0]
-        peer_text = f"{host}:{peer[1]}"
-    else:
-        peer_text = str(peer)
-    duration = trio.current_time() - tally.started
-    _clients_log.info(
-        "client %d left %s peer=%s in=%d out=%d duration=%.3fs reason=%s",
-        number,
-        address,
-        peer_text,
-        tally.received,
-        tally.sent,
-        duration,
-        reason,
-        extra={
-            "client": number,
-            "listener": str(address),
-            "transport": address.transport,
-            "peer": peer_text,
-            "bytes_in": tally.received,
-            "bytes_out": tally.sent,
-            "duration": round(duration, 6),
-            "reason": reason,
-            **(attrs.asdict(peer) if isinstance(peer, PeerCredentials) else {}),
-        },
-    )
+async def _serve(conn: socket.socket, door: Door, tally: Tally) -> str:
+    config, tls = door.context.config, door.context.tls
+    plain = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+    stream: trio.abc.Stream = plain
+    if tls is not None and isinstance(door.address, TcpAddress):
+        secure, reason = await _start_tls(plain, tls, config.tls_handshake_timeout)
+        if secure is None:
+            return reason
+        stream = secure
+    if config.once:
+        return await _reply_once(stream, config, tally)
+    reason = await _reply_over_stream(stream, config, tally)
+    if stream is not plain and reason == EOF:
+        await _say_goodbye(stream, _linger(config))
+    return reason
 
 
-async def _reply_until_eof(stream: trio.abc.Stream, config: ServerConfig, tally: Tally) -> str:
-    """The hot path: reply to every chunk until the client's EOF.
+async def _reply_over_stream(stream: trio.abc.Stream, config: ServerConfig, tally: Tally) -> str:
+    """Reply to every chunk until the client's EOF, over any Trio stream (TLS, ``--delay``).
 
-    One read, one translate, one send per chunk.  The idle watchdog is one
-    cancel scope whose deadline moves after each reply, rather than a new
-    scope per read.  A client that stops reading blocks ``send_all``, which
-    stops the reads: at most one chunk per client is ever buffered here.
+    ``fastpath.serve_plain_client`` does the same for plain sockets, faster; this
+    one is written plainly.  A client that stops reading blocks ``send_all``,
+    which stops the reads: at most one chunk per client is ever buffered here.
     """
     idle, delay = config.idle_timeout, config.delay
     with trio.CancelScope(deadline=trio.current_time() + idle) as watchdog:
@@ -172,7 +102,7 @@ async def _reply_until_eof(stream: trio.abc.Stream, config: ServerConfig, tally:
             await stream.send_all(increment(data))
             tally.sent += len(data)
             watchdog.deadline = trio.current_time() + idle
-        return "eof"
+        return EOF
     return IDLE_TIMEOUT
 
 

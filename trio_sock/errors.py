@@ -51,3 +51,7 @@ class ClientTimeoutError(TrioSockError, TimeoutError):
 
 class ProtocolError(TrioSockError):
     """The peer broke the protocol, e.g. closed the connection without a reply."""
+
+
+class WorkerError(TrioSockError):
+    """A worker process could not start, or was told who it is in words it cannot read."""

@@ -29,7 +29,7 @@ import os
 import secrets
 import socket
 import stat
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -100,6 +100,9 @@ class Listener:
     """The address as bound: a TCP port of 0 is replaced by the real one."""
     _socket_file: _SocketFile | None = None
     _lock: LockFile | None = None
+    reuse_port: bool = attrs.field(default=False, kw_only=True)
+    """A TCP socket this process opened with ``SO_REUSEPORT``: ``open_reuse_port_copy``
+    may bind more to the same address."""
 
     def close(self) -> None:
         """Remove our socket file (first, so new clients see no server), then close."""
@@ -372,15 +375,25 @@ def _give_to_group(address: UnixAddress, path: str, group: int) -> None:
         ) from exc
 
 
-async def open_tcp_listeners(address: TcpAddress, *, backlog: int | None = None) -> list[Listener]:
-    """Listen on a TCP address through ``trio.open_tcp_listeners``.
+async def open_tcp_listeners(
+    address: TcpAddress, *, backlog: int | None = None, reuse_port: bool = False
+) -> list[Listener]:
+    """Listen on a TCP address, as ``trio.open_tcp_listeners`` does.
 
     A host name may resolve to several addresses (``localhost``: ``::1`` and
     ``127.0.0.1``); each gets a listener.  Port 0 is reported as the real port.
 
+    Args:
+        address: Where to listen.
+        backlog: Listen queue length; ``None`` for the most the kernel allows.
+        reuse_port: Set ``SO_REUSEPORT``, so that ``open_reuse_port_copy`` (or another
+            process of this user asking for it too) may bind the same address.
+
     Raises:
         ListenError: with a message that says what to do.
     """
+    if reuse_port:
+        return await _open_reuse_port_listeners(address, backlog)
     try:
         opened = await trio.open_tcp_listeners(address.port, host=address.host, backlog=backlog)
     except OSError as exc:
@@ -393,6 +406,77 @@ async def open_tcp_listeners(address: TcpAddress, *, backlog: int | None = None)
         host, port = sock.getsockname()[:2]
         listeners.append(Listener(sock, TcpAddress(host, port)))
     return listeners
+
+
+async def _open_reuse_port_listeners(address: TcpAddress, backlog: int | None) -> list[Listener]:
+    """``trio.open_tcp_listeners``, which has no way to set a socket option before
+    ``bind()``, again with ``SO_REUSEPORT``."""
+    try:
+        found = await trio.socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        raise _explain(address, exc) from exc
+    listeners: list[Listener] = []
+    unsupported: OSError | None = None
+    try:
+        for family, _, _, _, sockaddr in found:
+            try:
+                sock = _bind_reuse_port(family, sockaddr, backlog)
+            except OSError as exc:
+                if exc.errno != errno.EAFNOSUPPORT:
+                    raise _explain(address, exc) from exc
+                unsupported = exc  # as Trio: fine while another family works
+                continue
+            host, port = sock.getsockname()[:2]
+            listeners.append(Listener(sock, TcpAddress(host, port), reuse_port=True))
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
+    if not listeners and unsupported is not None:
+        raise _explain(address, unsupported)
+    return listeners
+
+
+def _bind_reuse_port(family: int, sockaddr: tuple[Any, ...], backlog: int | None) -> socket.socket:
+    """A non-blocking TCP socket with ``SO_REUSEPORT``, bound to ``sockaddr`` and listening."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # The options trio.open_tcp_listeners sets: a restart may bind at once
+        # over connections in TIME_WAIT, and [::] does not also take 0.0.0.0.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+        sock.listen(DEFAULT_BACKLOG if backlog is None else backlog)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def open_reuse_port_copy(listener: Listener, *, backlog: int | None = None) -> Listener:
+    """Another listening socket on the very address of ``listener`` (port 0 already
+    replaced by the real one), for the kernel to spread connections between them.
+
+    Args:
+        listener: A TCP listener opened with ``reuse_port=True``.
+        backlog: Listen queue length of the new socket.
+
+    Raises:
+        ValueError: ``listener`` was not opened with ``SO_REUSEPORT`` by this process.
+        ListenError: the kernel refused the bind (explained).
+    """
+    if not listener.reuse_port:
+        raise ValueError(f"{listener.address} was not opened with reuse_port=True")
+    try:
+        sock = _bind_reuse_port(listener.socket.family, listener.socket.getsockname(), backlog)
+    except OSError as exc:
+        raise _explain(listener.address, exc) from exc
+    return Listener(sock, listener.address, reuse_port=True)
 
 
 def adopt_listener(inherited: ListenFd, *, quiet: bool = False) -> Listener:
@@ -416,6 +500,14 @@ def adopt_listener(inherited: ListenFd, *, quiet: bool = False) -> Listener:
         ) from exc
     try:
         address = _inherited_address(sock, label)
+        if inherited.address is not None:
+            if inherited.address.transport != address.transport:
+                raise ListenError(
+                    f"cannot serve {label}: it is a {address.transport} socket, not"
+                    f" {inherited.address}",
+                    errno=errno.EAFNOSUPPORT,
+                )
+            address = inherited.address
     except BaseException:
         sock.detach()  # not ours to close: leave the descriptor as it came
         raise
@@ -481,7 +573,9 @@ async def open_listeners(config: ServerConfig) -> list[Listener]:
                     )
                 )
             else:
-                listeners += await open_tcp_listeners(address, backlog=config.backlog)
+                listeners += await open_tcp_listeners(
+                    address, backlog=config.backlog, reuse_port=config.reuse_port
+                )
         for inherited in config.listen_fds:
             listeners.append(adopt_listener(inherited))
     except BaseException:

@@ -9,10 +9,8 @@ same way.  Nothing here runs a server or a client.
 from __future__ import annotations
 
 import argparse
-import grp
 import math
 import os
-import pwd
 import sys
 from typing import TYPE_CHECKING, TypeVar
 
@@ -80,6 +78,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    value = _positive_int(text)
+    if value > cfg.MAX_WORKERS:
+        raise ValueError(f"expected at most {cfg.MAX_WORKERS}, got {text!r}")
+    return value
+
+
 def _octal_mode(text: str) -> int:
     try:
         value = int(text, 8)
@@ -103,10 +108,14 @@ def _account_id(text: str, kind: str, lookup: Callable[[str], int]) -> int:
 
 
 def _user_id(text: str) -> int:
+    import pwd  # only the server's --allow-uid reads it
+
     return _account_id(text, "user", lambda name: pwd.getpwnam(name).pw_uid)
 
 
 def _group_id(text: str) -> int:
+    import grp  # only the server's --allow-gid and --socket-group read it
+
     return _account_id(text, "group", lambda name: grp.getgrnam(name).gr_gid)
 
 
@@ -140,6 +149,7 @@ positive_seconds = _argument_type("positive seconds", _positive_seconds)
 positive_int = _argument_type("positive int", _positive_int)
 finite_seconds = _argument_type("finite seconds", _finite_seconds)
 backlog = _argument_type("backlog", _backlog)
+workers = _argument_type("workers", _workers)
 octal_mode = _argument_type("octal mode", _octal_mode)
 unix_address = _argument_type("unix path", cfg.UnixAddress)
 tcp_address = _argument_type("tcp address", cfg.TcpAddress.parse)
@@ -168,19 +178,38 @@ def _program_name() -> str:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line, with every default shown in ``--help``."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, with every default shown in ``--help``.
+
+    Args:
+        command: ``"server"`` or ``"client"`` to fill in that command's options
+            only: the client starts faster without building the server's thirty.
+    """
     parser = argparse.ArgumentParser(
         prog=_program_name(),
         description="The sockets chapter's increment server and client, on Trio.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{server,client}")
-    helpful = _HelpFormatter
-
     server = commands.add_parser(
-        "server", help="serve clients: each byte comes back plus one", formatter_class=helpful
+        "server",
+        help="serve clients: each byte comes back plus one",
+        formatter_class=_HelpFormatter,
     )
     server.set_defaults(subparser=server)
+    client = commands.add_parser(
+        "client",
+        help="send one character, print the one that comes back",
+        formatter_class=_HelpFormatter,
+    )
+    client.set_defaults(subparser=client)
+    if command != "client":
+        _add_server_options(server)
+    if command != "server":
+        _add_client_options(client)
+    return parser
+
+
+def _add_server_options(server: argparse.ArgumentParser) -> None:
     server.add_argument(
         "--unix",
         action="append",
@@ -211,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=cfg.DEFAULT_MAX_CLIENTS,
         metavar="N",
-        help="clients served at once; others wait in the listen queue (1: one at a time)",
+        help="clients served at once, by each worker; others wait in the listen queue"
+        " (1: one at a time)",
     )
     server.add_argument(
         "--delay",
@@ -247,6 +277,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=cfg.DEFAULT_SOCKET_MODE,
         metavar="OCTAL",
         help="permissions of the Unix socket file (default: 600)",
+    )
+    server.add_argument(
+        "--workers",
+        type=workers,
+        default=1,
+        metavar="N",
+        help="serve from N processes: the parent opens every listener, starts N workers"
+        " that share them, restarts one that dies, and stops them all on one signal"
+        " (1: this process serves, no parent)",
+    )
+    server.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="open TCP listeners with SO_REUSEPORT: with --workers, each worker gets a"
+        " socket of its own on each --tcp address and the kernel spreads connections evenly"
+        " between them; with one process, other processes of this user that ask for it too"
+        " may share the port (Unix and --fd sockets are always shared) (default: off, the"
+        " workers accept from one shared socket)",
     )
     server.add_argument(
         "--fd",
@@ -310,12 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="json: every stderr line is one JSON object",
     )
 
-    client = commands.add_parser(
-        "client",
-        help="send one character, print the one that comes back",
-        formatter_class=helpful,
-    )
-    client.set_defaults(subparser=client)
+
+def _add_client_options(client: argparse.ArgumentParser) -> None:
     where = client.add_mutually_exclusive_group()
     where.add_argument(
         "--unix",
@@ -361,7 +405,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="PEM file of the CAs to trust; implies --tls (default: the system's)",
     )
-    return parser
 
 
 def _server_config(args: argparse.Namespace) -> cfg.ServerConfig:
@@ -383,7 +426,40 @@ def _server_config(args: argparse.Namespace) -> cfg.ServerConfig:
         socket_group=args.socket_group,
         allow_uids=args.allow_uid or (),
         allow_gids=args.allow_gid or (),
+        workers=args.workers,
+        reuse_port=args.reuse_port,
     )
+
+
+def server_arguments(config: cfg.ServerConfig, *, log_level: str, log_format: str) -> list[str]:
+    """The ``server`` options that make ``parse`` give back how ``config`` serves.
+
+    What to listen on, ``--workers`` and ``--reuse-port`` are left out, as are the
+    socket file's mode and group: a worker serves the sockets its parent opened
+    (``--fd``), and those only matter to whoever binds.
+
+    Args:
+        config: The serving settings to write out.
+        log_level: ``--log-level``, which is not part of a config.
+        log_format: ``--log-format``, likewise.
+    """
+    argv = ["--once"] if config.once else []
+    # repr() of a float reads back as exactly the same float, inf included.
+    argv += [
+        f"--max-clients={config.max_clients}",
+        f"--delay={config.delay!r}",
+        f"--idle-timeout={config.idle_timeout!r}",
+        f"--grace={config.grace!r}",
+        f"--tls-handshake-timeout={config.tls_handshake_timeout!r}",
+        f"--log-level={log_level}",
+        f"--log-format={log_format}",
+    ]
+    if config.tls_cert is not None and config.tls_key is not None:
+        # "=" keeps a file name that starts with "-" a value, not an option.
+        argv += [f"--tls-cert={config.tls_cert}", f"--tls-key={config.tls_key}"]
+    argv += [f"--allow-uid={uid}" for uid in sorted(config.allow_uids)]
+    argv += [f"--allow-gid={gid}" for gid in sorted(config.allow_gids)]
+    return argv
 
 
 def _client_config(args: argparse.Namespace) -> cfg.ClientConfig:
@@ -414,7 +490,8 @@ def parse(argv: Sequence[str] | None = None) -> Command:
     Raises:
         SystemExit: after printing help (code 0) or usage and the error (code 2).
     """
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     _restore_double_dash(args)
     try:
         if args.command == "server":

@@ -1,10 +1,11 @@
 """Serve the increment protocol: supervision, limits, peer policy and shutdown.
 
 The shape is hypercorn's Trio worker: client tasks live in an outer nursery,
-accept loops in an inner one.  Stopping cancels the inner nursery (no new
-clients), closes the listeners, then gives the outer one a deadline: the grace
-period.  Each client task (``connection``) handles its own failures, so a
-reset, garbage or a timeout ends that client and nothing else.
+accept loops in an inner one, the idle reaper in one around both.  Stopping
+cancels the inner nursery (no new clients), closes the listeners, then gives
+the outer one a deadline: the grace period.  Each client task (``connection``)
+handles its own failures, so a reset, garbage or a timeout ends that client
+and nothing else.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import logging
 import math
 import resource
 import socket
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 import attrs
 import trio
 
-from .access import PeerCredentials, policy_for
-from .connection import Context, serve_connection
+from .access import AccessPolicy, PeerCredentials, policy_for
+from .connection import serve_stream_client
+from .door import ClientSlots, Context, Door
+from .fastpath import reap_idle, serve_plain_client
 from .listeners import Listener, open_listeners
 from .stats import Counters, ServerStats
 from .tls import server_context
@@ -33,6 +36,11 @@ _log = logging.getLogger("trio_sock.server")
 #: Out of descriptors, accept() fails at once until a client leaves; pausing
 #: this long (as ``trio.serve_listeners`` does) avoids a hot loop meanwhile.
 ACCEPT_BACKOFF: Final = 0.1
+#: Connections accepted in a row before the accept loop lets other tasks run:
+#: enough that a burst costs few trips through Trio's run loop, few enough that
+#: a flood of new clients does not starve those already connected, and that
+#: workers sharing one listening socket each get a share of a burst.
+ACCEPT_BATCH: Final = 16
 #: At most one warning per this many seconds about failing accepts or refused
 #: peers, with a count: a flood of them must not become a flood of logs.
 WARNING_INTERVAL: Final = 1.0
@@ -78,7 +86,7 @@ class Server:
     @property
     def active_clients(self) -> int:
         """Clients being served right now."""
-        return int(self._context.limiter.borrowed_tokens)
+        return self._context.slots.taken
 
     @property
     def stopping(self) -> bool:
@@ -126,22 +134,27 @@ async def serve(
         tls = server_context(config.tls_cert, config.tls_key)  # a bad file fails here, early
     listeners = await open_listeners(config)
     try:
-        context = Context(config, trio.CapacityLimiter(config.max_clients), Counters(), tls)
+        clock = trio.lowlevel.current_clock().current_time
+        context = Context(config, ClientSlots(config.max_clients), Counters(), clock, tls)
         server = Server(tuple(listener.address for listener in listeners), context)
-        async with trio.open_nursery() as clients:
-            with server._accepting:
-                async with trio.open_nursery() as accepting:
-                    for listener in listeners:
-                        accepting.start_soon(_accept_loop, listener, clients, context)
-                    task_status.started(server)
-            for listener in listeners:
-                listener.close()
-            active = server.active_clients
-            _log.info("stopped accepting; %d clients have %ss to finish", active, config.grace)
-            if active:
-                clients.cancel_scope.deadline = trio.current_time() + config.grace
-            else:
-                clients.cancel_scope.cancel()
+        async with trio.open_nursery() as housekeeping:
+            housekeeping.start_soon(reap_idle, context.counters.connected, config.idle_timeout)
+            housekeeping.start_soon(context.departure_log.summarize)
+            async with trio.open_nursery() as clients:
+                with server._accepting:
+                    async with trio.open_nursery() as accepting:
+                        for listener in listeners:
+                            accepting.start_soon(_accept_loop, listener, clients, context)
+                        task_status.started(server)
+                for listener in listeners:
+                    listener.close()
+                active = server.active_clients
+                _log.info("stopped accepting; %d clients have %ss to finish", active, config.grace)
+                if active:
+                    clients.cancel_scope.deadline = trio.current_time() + config.grace
+                else:
+                    clients.cancel_scope.cancel()
+            housekeeping.cancel_scope.cancel()
         if clients.cancel_scope.cancelled_caught and active:
             _log.info("grace period over; cancelled the clients still active")
     finally:
@@ -189,67 +202,109 @@ class _Throttle:
 
 
 async def _accept_loop(listener: Listener, clients: trio.Nursery, context: Context) -> None:
-    """Accept clients on one listener for as long as the server accepts."""
-    sock, limiter, counters = listener.socket, context.limiter, context.counters
-    policy = policy_for(listener.address, context.config)
+    """Accept clients on one listener for as long as the server accepts.
+
+    Once the listener is readable it accepts until the queue is empty
+    (``EAGAIN``), ``ACCEPT_BATCH`` at a time: a burst of connections costs a
+    few trips through Trio's run loop, not one each.
+    """
+    sock, slots, counters = listener.socket, context.slots, context.counters
+    fast = Door.uses_fast_path(listener.address, context)
+    door = Door(listener.address, context, serve_plain_client if fast else serve_stream_client)
+    # Every client task gets the same name: Trio would otherwise format one for each.
+    name = f"{door.serve.__module__}.{door.serve.__qualname__}"
+    admit = _Admission(listener.address, policy_for(listener.address, context.config), counters)
     is_unix = sock.family == socket.AF_UNIX
-    failures, refusals = _Throttle(), _Throttle()
+    if not is_unix:
+        # Replies are written whole, at once: Nagle's algorithm could only delay
+        # them.  Linux copies TCP_NODELAY from the listener to each accepted
+        # socket, which saves a system call per client.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    failures = _Throttle()
+    accept, start_soon, serve = sock.accept, clients.start_soon, door.serve
     while True:
-        # Wait for a pending connection *before* taking a client slot: a slot
-        # held by a loop whose listener is quiet would starve the others.
         await trio.lowlevel.wait_readable(sock)
-        slot = object()
-        # --max-clients is backpressure: while no slot is free, connections
-        # stay in the kernel's listen queue; none is refused.
-        await limiter.acquire_on_behalf_of(slot)
-        try:
-            conn, peer = sock.accept()
-        except BlockingIOError:
-            limiter.release_on_behalf_of(slot)
-            continue
-        except OSError as exc:
-            limiter.release_on_behalf_of(slot)
-            if exc.errno in _OUT_OF_RESOURCES:
-                counters.accept_errors += 1
-                if count := failures.due():
-                    _log.warning(
-                        "accept on %s failed %d times: %s; retrying",
-                        listener.address,
-                        count,
-                        exc.strerror,
-                    )
-                await trio.sleep(ACCEPT_BACKOFF)
-                continue
-            if exc.errno in _CONNECTION_GONE:
-                continue
-            raise
-        counters.accepted += 1
-        if failures.pending:
-            _log.warning(
-                "accept on %s works again, after %d more failures",
-                listener.address,
-                failures.unreported(),
-            )
-        if is_unix:
-            peer = PeerCredentials.of(conn)
-            if policy is not None and not policy.allows(conn, peer):
-                conn.close()
-                limiter.release_on_behalf_of(slot)
-                counters.refused += 1
-                if count := refusals.due():
-                    _log.warning(
-                        "refused peers on %s not allowed by the peer policy: %d (last: %s)",
-                        listener.address,
-                        count,
-                        peer,
-                    )
-                continue
-            if refusals.pending:
+        # At most ACCEPT_BATCH before waiting again: while more are queued the
+        # wait returns at once, but only after the other tasks had their turn.
+        for _ in range(ACCEPT_BATCH):
+            # --max-clients is backpressure: while no slot is free, connections
+            # stay in the kernel's listen queue; none is refused.
+            if slots.taken >= slots.total:
+                await slots.wait_for_room()
+            try:
+                conn, peer = accept()
+            except BlockingIOError:  # the queue is empty
+                break
+            except OSError as exc:
+                await _accept_failed(exc, listener, counters, failures)
+                break
+            counters.accepted += 1
+            if failures.pending:
                 _log.warning(
-                    "refused peers on %s not allowed by the peer policy: %d more",
+                    "accept on %s works again, after %d more failures",
                     listener.address,
-                    refusals.unreported(),
+                    failures.unreported(),
                 )
-        clients.start_soon(
-            serve_connection, conn, peer, slot, counters.accepted, listener.address, context
+            conn.setblocking(False)
+            if is_unix:
+                peer = admit.credentials(conn)
+                if peer is False:
+                    conn.close()
+                    continue
+            # Only accepted clients hold a slot: a quiet listener's loop holds none.
+            slots.taken += 1  # given back by Door.left when the client leaves
+            start_soon(serve, conn, peer, counters.accepted, door, name=name)
+
+
+class _Admission:
+    """Applies a Unix listener's peer policy, and reports refusals without a flood."""
+
+    def __init__(self, address: Address, policy: AccessPolicy | None, counters: Counters) -> None:
+        self._address = address
+        self._policy = policy
+        self._counters = counters
+        self._refusals = _Throttle()
+
+    def credentials(self, conn: socket.socket) -> PeerCredentials | Literal[False] | None:
+        """The peer's credentials if the policy needed them, ``None`` if there is no
+        policy (the departure record asks later, if it is logged), ``False`` if refused."""
+        if self._policy is None:
+            return None
+        peer = PeerCredentials.of(conn)
+        refusals = self._refusals
+        if not self._policy.allows(conn, peer):
+            self._counters.refused += 1
+            if count := refusals.due():
+                _log.warning(
+                    "refused peers on %s not allowed by the peer policy: %d (last: %s)",
+                    self._address,
+                    count,
+                    peer,
+                )
+            return False
+        if refusals.pending:
+            _log.warning(
+                "refused peers on %s not allowed by the peer policy: %d more",
+                self._address,
+                refusals.unreported(),
+            )
+        return peer
+
+
+async def _accept_failed(
+    exc: OSError, listener: Listener, counters: Counters, failures: _Throttle
+) -> None:
+    """Pause on a lack of resources, skip a connection that died in the queue, else raise."""
+    if exc.errno in _CONNECTION_GONE:
+        return
+    if exc.errno not in _OUT_OF_RESOURCES:
+        raise exc
+    counters.accept_errors += 1
+    if count := failures.due():
+        _log.warning(
+            "accept on %s failed %d times: %s; retrying",
+            listener.address,
+            count,
+            exc.strerror,
         )
+    await trio.sleep(ACCEPT_BACKOFF)

@@ -7,7 +7,12 @@ a snapshot adds in the tallies of the clients still connected.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
+
+if TYPE_CHECKING:
+    import socket
 
 
 @attrs.frozen
@@ -40,6 +45,11 @@ class Tally:
     started: float
     received: int = 0
     sent: int = 0
+    alive: float = 0.0
+    """When the client last sent or read anything (the fast path keeps it)."""
+    watched: socket.socket | None = None
+    """The socket the idle reaper closes once ``alive`` is too old; ``None`` for
+    clients that keep their own idle deadline (TLS, ``--once``, ``--delay``)."""
 
 
 @attrs.define(eq=False)

@@ -1,0 +1,203 @@
+"""The server's configuration: ``ServerConfig``, and ``ListenFd`` for inherited sockets.
+
+A part of ``config`` (which hands these names out as its own, importing this
+module on first use): the addresses, the defaults and the checks they share
+are there.  Nothing here opens a socket; each class checks its own fields.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from .config import (
+    DEFAULT_GRACE,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CLIENTS,
+    DEFAULT_SOCKET_MODE,
+    DEFAULT_TCP_HOST,
+    DEFAULT_TCP_PORT,
+    DEFAULT_UNIX_PATH,
+    MAX_BACKLOG,
+    MAX_FD,
+    MAX_ID,
+    Address,
+    TcpAddress,
+    UnixAddress,
+    _check_count,
+    _check_finite_seconds,
+    _check_positive_seconds,
+    _check_seconds,
+    _check_tls_file,
+    _check_workers,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+def _to_addresses(value: Iterable[Address]) -> tuple[Address, ...]:
+    return tuple(value)
+
+
+def _check_addresses(_: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+    for address in value:
+        if not isinstance(address, UnixAddress | TcpAddress):
+            raise TypeError(f"expected a UnixAddress or TcpAddress, not {address!r}")
+    # ``sock`` and ``./sock`` are one file: the second would find the first live.
+    keys = [
+        os.path.normpath(a.path) if isinstance(a, UnixAddress) and not a.is_abstract else a
+        for a in value
+        if not (isinstance(a, TcpAddress) and a.port == 0)  # each gets a port of its own
+    ]
+    if len(set(keys)) != len(keys):
+        shown = ", ".join(map(str, value))
+        raise ValueError(f"each address may be given only once, got {shown}")
+
+
+def _check_backlog(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | None):
+        raise TypeError(f"backlog must be an int or None, not {value!r}")
+    if value is not None and not 1 <= value <= MAX_BACKLOG:
+        raise ValueError(f"backlog must be between 1 and {MAX_BACKLOG}, not {value!r}")
+
+
+def _check_mode(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"socket_mode must be an int, not {value!r}")
+    if not 0 <= value <= 0o777:
+        raise ValueError(f"socket_mode must be permission bits 0o000 to 0o777, not {value!r}")
+
+
+def _check_id(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"user and group ids must be ints, not {value!r}")
+    if not 0 <= value <= MAX_ID:
+        raise ValueError(f"user and group ids are 0 to {MAX_ID}, not {value!r}")
+
+
+def _to_ids(value: Iterable[int]) -> frozenset[int]:
+    return frozenset(value)
+
+
+def _check_optional_id(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _check_id(value)
+
+
+def _check_ids(_: object, attribute: attrs.Attribute[Any], value: frozenset[object]) -> None:
+    for item in value:
+        _check_id(item)
+
+
+DEFAULT_ADDRESSES: Final[tuple[Address, ...]] = (
+    UnixAddress(DEFAULT_UNIX_PATH),
+    TcpAddress(DEFAULT_TCP_HOST, DEFAULT_TCP_PORT),
+)
+
+
+@attrs.frozen
+class ListenFd:
+    """A listening socket this process inherited, from systemd or a parent process."""
+
+    fd: int = attrs.field(validator=attrs.validators.and_(
+        attrs.validators.instance_of(int), attrs.validators.ge(0),
+        attrs.validators.le(MAX_FD),
+    ))  # fmt: skip
+    """The descriptor number."""
+    name: str | None = None
+    """systemd's ``FileDescriptorName=``, shown in logs."""
+    address: Address | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(
+            attrs.validators.instance_of((UnixAddress, TcpAddress))
+        ),
+    )
+    """The address as the process that bound the socket knows it; ``None`` reads it
+    from the socket.  A socket file bound under a temporary name and renamed into
+    place (as ``listeners`` does) still calls itself by the temporary name, so a
+    parent that passes one on says its real name here."""
+
+
+def _to_listen_fds(value: Iterable[ListenFd | int]) -> tuple[ListenFd, ...]:
+    return tuple(item if isinstance(item, ListenFd) else ListenFd(item) for item in value)
+
+
+def _check_listen_fds(_: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+    numbers = [item.fd for item in value]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"each fd may be given only once, got {numbers}")
+
+
+#: A TLS handshake takes a few round trips; a client that has not finished in
+#: this long is not going to, and holds a slot meanwhile.
+DEFAULT_TLS_HANDSHAKE_TIMEOUT: Final = 10.0
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """Everything ``serve`` needs to know; change one field with ``attrs.evolve``."""
+
+    addresses: tuple[Address, ...] = attrs.field(
+        default=DEFAULT_ADDRESSES, converter=_to_addresses, validator=_check_addresses
+    )
+    """Where to listen, in order; the default is the book's socket file and port.
+    Empty when the server only serves ``listen_fds``."""
+    listen_fds: tuple[ListenFd, ...] = attrs.field(
+        default=(), converter=_to_listen_fds, validator=_check_listen_fds
+    )
+    """Listening sockets inherited from systemd or a parent, served as they are: the
+    server never binds, locks or removes their files."""
+    once: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    """Read one byte per connection, reply and close, exactly as the book's server."""
+    max_clients: int = attrs.field(default=DEFAULT_MAX_CLIENTS, validator=_check_count)
+    """Clients served at once; the rest wait in the kernel's listen queue, never refused."""
+    delay: float = attrs.field(default=0.0, validator=_check_finite_seconds)
+    """Simulated work before each reply, to watch clients queue."""
+    idle_timeout: float = attrs.field(
+        default=DEFAULT_IDLE_TIMEOUT, validator=_check_positive_seconds
+    )
+    """Drop a client that neither sends nor reads for this long (``math.inf``: never)."""
+    grace: float = attrs.field(default=DEFAULT_GRACE, validator=_check_seconds)
+    """On shutdown, how long active clients may finish before they are cancelled."""
+    backlog: int | None = attrs.field(default=None, validator=_check_backlog)
+    """Listen queue length; ``None`` asks for the most the kernel allows, as Trio does."""
+    socket_mode: int = attrs.field(default=DEFAULT_SOCKET_MODE, validator=_check_mode)
+    """Permission bits of each Unix socket file; it never exists with wider ones."""
+    socket_group: int | None = attrs.field(default=None, validator=_check_optional_id)
+    """Group id to give each Unix socket file (with a mode like ``0o660``, its members
+    may connect); ``None`` keeps the server's own group."""
+    allow_uids: frozenset[int] = attrs.field(
+        default=frozenset(), converter=_to_ids, validator=_check_ids
+    )
+    """Unix peers whose user id is in here are served.  With ``allow_gids``, empty
+    means no check beyond the file's mode; abstract names then serve the
+    server's own user only."""
+    allow_gids: frozenset[int] = attrs.field(
+        default=frozenset(), converter=_to_ids, validator=_check_ids
+    )
+    """Unix peers with one of these groups, primary or supplementary, are served."""
+    tls_cert: str | None = attrs.field(default=None, validator=_check_tls_file)
+    """PEM certificate chain: with ``tls_key``, TCP listeners speak TLS (Unix ones never)."""
+    tls_key: str | None = attrs.field(default=None, validator=_check_tls_file)
+    """PEM private key of ``tls_cert``."""
+    tls_handshake_timeout: float = attrs.field(
+        default=DEFAULT_TLS_HANDSHAKE_TIMEOUT, validator=_check_positive_seconds
+    )
+    """A TLS client that has not finished its handshake in this long is dropped."""
+    workers: int = attrs.field(default=1, validator=_check_workers)
+    """Processes that serve the listeners, each with its own ``max_clients``; 1 is a
+    single process with no supervisor.  ``serve`` always runs one: more are started
+    and restarted by ``workers.supervise``."""
+    reuse_port: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    """Open TCP listeners with ``SO_REUSEPORT``: with several workers, each gets a
+    socket of its own on the same port and the kernel spreads connections between
+    them; with one, other processes of this user that ask for it too may share the port."""
+
+    def __attrs_post_init__(self) -> None:
+        if not self.addresses and not self.listen_fds:
+            raise ValueError("a server needs at least one address or fd to listen on")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and its key, or neither")

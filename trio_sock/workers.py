@@ -1,0 +1,355 @@
+"""Serve from several processes: a parent that supervises, workers that serve.
+
+The parent opens every listener once (so every socket-file rule of
+``listeners`` holds, lock file included), then starts ``config.workers``
+copies of ``python -m trio_sock server --fd N...``, each inheriting the
+listening sockets, and restarts one that dies, with a backoff.  With
+``reuse_port``, each worker gets a socket of its own on each TCP address
+(``SO_REUSEPORT``) and the kernel spreads connections between them; the parent
+keeps every copy open, so that connections queued on a dead worker's socket
+wait for the worker that replaces it.  Unix sockets and inherited descriptors
+are always shared.
+
+A worker is an ordinary server but for what ``lifeline`` describes: it learns
+its number and its sockets' addresses from its environment, prints its ready
+line into a pipe the parent reads, and takes the parent's orders from another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import trio
+
+from .errors import WorkerError
+from .lifeline import WORKER_ENV, Order, WorkerRole
+from .listeners import Listener, open_listeners, open_reuse_port_copy
+from .options import server_arguments
+from .tls import server_context
+
+if TYPE_CHECKING:
+    from .config import Address, ServerConfig
+
+_log = logging.getLogger("trio_sock.workers")
+
+#: Meant for the parent alone: workers must neither take systemd's sockets for
+#: theirs nor tell systemd they are ready before all of them are.
+_PARENT_ONLY_ENV: Final = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET")
+#: The first restart comes almost at once: one crash costs a fraction of a second...
+RESTART_DELAY_MIN: Final = 0.1
+#: ...and each quick death doubles the wait, up to this: a worker that cannot
+#: start costs a log line and a Python start-up every 10 s, not a busy CPU.
+RESTART_DELAY_MAX: Final = 10.0
+#: A worker that served this long was not crash-looping: its next death is
+#: restarted after the shortest delay again.
+STABLE_AFTER: Final = 10.0
+#: After a graceful stop, a worker has the grace period plus this long (the
+#: interpreter's exit, the final log lines) before it is killed.
+EXIT_MARGIN: Final = 5.0
+#: After a cancel, a worker should be gone in milliseconds; one still there
+#: after this long is stuck, and is killed.
+CANCEL_TIMEOUT: Final = 5.0
+
+
+@attrs.define(eq=False)
+class _Worker:
+    """One worker process, from the parent's side."""
+
+    number: int
+    process: trio.Process
+    lifeline: int
+    """The parent's end: write-only, non-blocking."""
+
+    def order(self, order: Order) -> None:
+        """Send ``order``; a worker that is gone, or not reading, misses it."""
+        try:
+            os.write(self.lifeline, order.value)
+        except OSError as exc:  # EPIPE: it is gone; EAGAIN: 64 KiB of orders unread
+            _log.debug("worker %d missed %s: %s", self.number, order.name, exc.strerror)
+
+
+@attrs.define(eq=False)
+class Supervisor:
+    """The running workers, as ``nursery.start(supervise, config)`` returns them.
+
+    Cancelling the nursery that runs ``supervise`` cancels every worker's
+    clients at once (killing a worker that does not exit); ``stop()`` stops them
+    gracefully.
+    """
+
+    addresses: tuple[Address, ...]
+    """Every bound address, in config order; TCP port 0 replaced by the real one."""
+    _config: ServerConfig
+    _arguments: list[str]
+    _listeners: list[Listener]
+    _shares: list[list[Listener]]
+    _timers: trio.Nursery
+    _running: dict[int, _Worker] = attrs.field(factory=dict)
+    _stopped: trio.Event = attrs.field(factory=trio.Event)
+    _ready: trio.Event = attrs.field(factory=trio.Event)
+    _started: int = 0
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The process ids of the workers running now, by worker number."""
+        return tuple(self._running[n].process.pid for n in sorted(self._running))
+
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop()`` was called."""
+        return self._stopped.is_set()
+
+    def stop(self) -> None:
+        """Stop accepting and remove socket files now; let every worker's clients
+        finish within the grace.
+
+        ``supervise`` returns once every worker has exited; one still running
+        ``EXIT_MARGIN`` seconds after the grace is killed.  Calling it again does
+        nothing; to stop at once, cancel ``supervise``'s nursery.
+        """
+        if self.stopping:
+            return
+        self._stopped.set()
+        for listener in self._listeners:
+            listener.close()
+        for worker in self._running.values():
+            worker.order(Order.STOP)
+        self._timers.start_soon(self._kill_stragglers, self._config.grace + EXIT_MARGIN)
+
+    def request_stats(self) -> None:
+        """Ask every worker to log its stats line."""
+        for worker in self._running.values():
+            worker.order(Order.STATS)
+
+    async def _kill_stragglers(self, delay: float) -> None:
+        await trio.sleep(delay)
+        for worker in self._running.values():
+            _log.warning(
+                "worker %d (pid %d) still runs %.0fs after the stop; killing it",
+                worker.number,
+                worker.process.pid,
+                delay,
+            )
+            worker.process.kill()
+
+    async def _keep_running(self, number: int) -> None:
+        """Run worker ``number`` until the stop, starting it again each time it dies.
+
+        Raises:
+            WorkerError: the first worker of this number died before it was ready.
+        """
+        delay = RESTART_DELAY_MIN
+        first = True
+        while True:
+            started = trio.current_time()
+            try:
+                ending, ready = await self._run_once(number, first)
+            except OSError as exc:  # out of processes or descriptors, perhaps for a moment
+                if first:
+                    raise WorkerError(f"cannot start worker {number}: {exc.strerror}") from exc
+                ending, ready = f"could not be started ({exc.strerror})", False
+            if self.stopping:
+                return
+            if first and not ready:
+                raise WorkerError(
+                    f"worker {number} {ending} before it was ready (see its error above, if any)"
+                )
+            first = False
+            if trio.current_time() - started >= STABLE_AFTER:
+                delay = RESTART_DELAY_MIN
+            _log.warning("worker %d %s; restarting it in %.1fs", number, ending, delay)
+            with trio.move_on_after(delay):
+                await self._stopped.wait()
+            if self.stopping:
+                return
+            delay = min(delay * 2, RESTART_DELAY_MAX)
+
+    async def _run_once(self, number: int, first: bool) -> tuple[str, bool]:
+        """Start worker ``number`` and watch it until it exits.
+
+        Returns:
+            How it ended, for the log, and whether it was ready first.
+        """
+        worker = await self._spawn(number)
+        pid = worker.process.pid
+        try:
+            ready = await _read_ready_line(worker.process)
+            if ready and first:
+                _log.info("worker %d ready (pid %d)", number, pid)
+                self._started += 1
+                if self._started == len(self._shares):
+                    self._ready.set()
+            elif ready:
+                _log.info("worker %d restarted (pid %d)", number, pid)
+            status = await worker.process.wait()
+        finally:
+            await self._reap(worker)
+        return f"(pid {pid}) {_ending(status)}", ready
+
+    async def _spawn(self, number: int) -> _Worker:
+        """Start worker ``number`` on its share of the listeners."""
+        share = self._shares[number - 1]
+        role = WorkerRole(
+            number, {listener.socket.fileno(): listener.address for listener in share}
+        )
+        fds = list(role.addresses)
+        env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY_ENV}
+        env[WORKER_ENV] = role.to_environment()
+        argv = [sys.executable, "-m", "trio_sock", "server", *(f"--fd={fd}" for fd in fds)]
+        theirs, ours = os.pipe()
+        try:
+            os.set_blocking(ours, False)
+            process = await trio.lowlevel.open_process(
+                [*argv, *self._arguments],
+                stdin=theirs,
+                stdout=subprocess.PIPE,
+                pass_fds=fds,
+                env=env,
+            )
+        except BaseException:
+            os.close(ours)
+            raise
+        finally:
+            os.close(theirs)
+        worker = _Worker(number, process, ours)
+        self._running[number] = worker
+        if self.stopping:  # stopped while it was starting: it reads this once ready
+            worker.order(Order.STOP)
+        return worker
+
+    async def _reap(self, worker: _Worker) -> None:
+        """Make sure ``worker`` is gone, whatever ended its watch, then forget it."""
+        with trio.CancelScope(shield=True):
+            if worker.process.returncode is None:  # we are being cancelled
+                worker.order(Order.CANCEL)
+                with trio.move_on_after(CANCEL_TIMEOUT):
+                    await worker.process.wait()
+                if worker.process.returncode is None:
+                    _log.warning(
+                        "worker %d (pid %d) ignored the cancel; killing it",
+                        worker.number,
+                        worker.process.pid,
+                    )
+                    worker.process.kill()
+                    await worker.process.wait()
+            if worker.process.stdout is not None:
+                await worker.process.stdout.aclose()
+        os.close(worker.lifeline)
+        del self._running[worker.number]
+
+
+async def _read_ready_line(process: trio.Process) -> bool:
+    """Read the worker's stdout up to its ready line; False if it closed it first.
+
+    The pipe is closed once the line is read, and only then: a worker that is
+    still starting must not find it closed, or printing its ready line fails.
+    """
+    assert process.stdout is not None
+    data = b""
+    while b"\n" not in data:
+        chunk = await process.stdout.receive_some()
+        if not chunk:
+            return False
+        data += chunk
+    await process.stdout.aclose()
+    return data.startswith(b"server waiting on ")
+
+
+def _ending(status: int) -> str:
+    """How a process ended, from its return code, as a log line says it."""
+    if status < 0:
+        try:
+            return f"was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"was killed by signal {-status}"
+    return f"exited with status {status}"
+
+
+def _fill_closed_stdio() -> None:
+    """Open /dev/null on a closed stdin, stdout or stderr.
+
+    Otherwise a listening socket could get descriptor 0, 1 or 2, and a worker's
+    stdin and stdout (its two pipes) would land on top of it.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # takes the lowest free number: this one
+
+
+async def supervise(
+    config: ServerConfig,
+    *,
+    log_level: str = "info",
+    log_format: str = "text",
+    task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Open every listener of ``config``, then serve it from ``config.workers`` processes.
+
+    Use it as ``supervisor = await nursery.start(supervise, config)``: ``start``
+    returns once every worker is ready.  Each worker is ``python -m trio_sock
+    server`` with the sockets on ``--fd`` and ``config``'s serving options; its
+    log lines go to this process's stderr, marked with its number.
+
+    Args:
+        config: What to listen on and how to serve; ``workers`` says how many.
+        log_level: The workers' ``--log-level``.
+        log_format: The workers' ``--log-format``.
+        task_status: Given by ``nursery.start``; receives the ``Supervisor``.
+
+    Returns:
+        After ``Supervisor.stop()``, once every worker has exited.
+
+    Raises:
+        ListenError: an address could not be bound; nothing is left open.
+        WorkerError: a worker died before it was first ready; the others are
+            cancelled first.
+
+    Error handling:
+        Cancellation from outside cancels every worker's clients at once and
+        waits for the workers to exit (killing one that does not); every exit
+        path closes the listeners and removes the socket files that are still ours.
+    """
+    _fill_closed_stdio()
+    if config.tls_cert is not None and config.tls_key is not None:
+        server_context(config.tls_cert, config.tls_key)  # a bad file fails once, here
+    listeners = await open_listeners(config)
+    owned = list(listeners)
+    try:
+        shares = [listeners]
+        for _ in range(1, config.workers):
+            share = []
+            for listener in listeners:
+                if not listener.reuse_port:
+                    share.append(listener)
+                    continue
+                mine = open_reuse_port_copy(listener, backlog=config.backlog)
+                owned.append(mine)  # before anything else can fail: closed on every path
+                share.append(mine)
+            shares.append(share)
+        arguments = server_arguments(config, log_level=log_level, log_format=log_format)
+        async with trio.open_nursery() as timers:
+            supervisor = Supervisor(
+                tuple(listener.address for listener in listeners),
+                config,
+                arguments,
+                owned,
+                shares,
+                timers,
+            )
+            async with trio.open_nursery() as workers:
+                for number in range(1, config.workers + 1):
+                    workers.start_soon(supervisor._keep_running, number)
+                await supervisor._ready.wait()
+                task_status.started(supervisor)
+            timers.cancel_scope.cancel()
+    finally:
+        for listener in owned:
+            listener.close()
