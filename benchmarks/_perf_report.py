@@ -396,7 +396,8 @@ def render_markdown(
         f" {machine['trio_sock']}, uvloop {machine['uvloop'] or 'not installed'},"
         f" gcc {machine['gcc']} (`-O2`)",
         f"- date: {machine['date']}; the run took {elapsed / 60:.1f} minutes",
-        f"- pinning: {machine['pinning']}; niceness {settings['nice']}",
+        f"- pinning: {machine['pinning']}; niceness {settings['nice']}"
+        + ("; the load generator sleeps in epoll_wait" if settings.get("loadgen_sleeps") else ""),
         f"- each measurement: {settings['duration']} s after a {settings['warmup']} s"
         f" warm-up; {settings['repeats']} repeats, interleaved (for each repeat, for each"
         " workload, for each server, the first server rotating); medians reported",

@@ -7,7 +7,7 @@
  *   loadgen --mode connect  --address ADDR [--concurrency 64]
  *   loadgen --mode pingpong --address ADDR [--concurrency 64] [--size 64]
  *   loadgen --mode stream   --address ADDR [--concurrency 1] [--size 262144]
- *   common: [--warmup 0.5] [--duration 2] [--sources 64]
+ *   common: [--warmup 0.5] [--duration 2] [--sources 64] [--sleep]
  *   ADDR: unix:PATH or tcp:IPV4:PORT
  *
  * connect:  each of --concurrency slots connects, sends one byte, reads its successor,
@@ -102,6 +102,7 @@ static struct {
     size_t size;
     double warmup, duration;
     unsigned sources;
+    bool sleep; /* --sleep: wait in epoll_wait rather than poll (sharing CPUs with servers) */
 } opt = {.concurrency = 0, .size = 0, .warmup = 0.5, .duration = 2.0, .sources = 64};
 
 static int ep = -1;
@@ -537,7 +538,8 @@ static void parse_options(int argc, char **argv) {
         {"mode", required_argument, 0, 'm'},     {"address", required_argument, 0, 'a'},
         {"concurrency", required_argument, 0, 'c'}, {"size", required_argument, 0, 's'},
         {"warmup", required_argument, 0, 'w'},   {"duration", required_argument, 0, 'd'},
-        {"sources", required_argument, 0, 'S'},  {0, 0, 0, 0},
+        {"sources", required_argument, 0, 'S'},  {"sleep", no_argument, 0, 'z'},
+        {0, 0, 0, 0},
     };
     bool have_mode = false, have_address = false;
     int ch;
@@ -572,6 +574,9 @@ static void parse_options(int argc, char **argv) {
             break;
         case 'S':
             opt.sources = (unsigned)atoi(optarg);
+            break;
+        case 'z':
+            opt.sleep = true;
             break;
         default:
             usage("bad option");
@@ -739,8 +744,9 @@ int main(int argc, char **argv) {
         /* Poll without sleeping: waking a sleeping process on another CPU takes tens of
          * microseconds here (more under a hypervisor), which halved the C server's
          * figures when the load generator slept.  The CPU this burns is its own; how
-         * much of it did real work is reported as busy_fraction. */
-        int n = epoll_wait(ep, events, MAX_EVENTS, 0);
+         * much of it did real work is reported as busy_fraction.  With --sleep (when
+         * the servers share its CPUs, as worker processes do) it waits, 1 ms at most. */
+        int n = epoll_wait(ep, events, MAX_EVENTS, opt.sleep ? 1 : 0);
         if (n <= 0) {
             if (n < 0 && errno != EINTR)
                 die("epoll_wait");

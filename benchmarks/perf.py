@@ -130,6 +130,8 @@ class Settings:
     loadgen_cpu: int | None
     nice: int
     """The servers' and load generator's niceness: 0, or negative to outrank other work."""
+    loadgen_sleeps: bool = False
+    """The load generator waits in epoll_wait instead of polling (to share CPUs)."""
 
 
 # --- Building the C programs -------------------------------------------------------------
@@ -342,6 +344,7 @@ class Lab:
             f"--size={size}",
             f"--warmup={s.warmup}",
             f"--duration={s.duration}",
+            *(["--sleep"] if s.loadgen_sleeps else []),
         ]
         timeout = s.warmup + s.duration + LOADGEN_SLACK
         try:
@@ -660,6 +663,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin to CPUs")
     parser.add_argument(
+        "--loadgen-sleeps",
+        action="store_true",
+        help="the load generator waits in epoll_wait instead of polling: for servers that"
+        " need every CPU, such as --workers, unpinned",
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         default=0,
@@ -725,6 +734,7 @@ def settings_from(args: argparse.Namespace, notes: list[str]) -> Settings:
         server_cpus=args.server_cpus if pinned else None,
         loadgen_cpu=args.loadgen_cpu if pinned else None,
         nice=args.nice,
+        loadgen_sleeps=args.loadgen_sleeps,
     )
 
 
