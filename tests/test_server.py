@@ -39,6 +39,7 @@ from trio_sock.fastpath import RECEIVE_SIZE
 
 if TYPE_CHECKING:
     from trio_sock.config import Address
+    from trio_sock.door import Door
 
 
 def present(path: Path) -> bool:
@@ -376,6 +377,30 @@ async def test_a_freed_slot_reaches_a_listener_with_a_queue_not_one_without(
     with trio.fail_after(10):
         assert await receive_exactly(second, 1) == b"B"
     await second.aclose()
+
+
+async def test_accepted_tcp_clients_have_nagle_off_and_every_client_is_non_blocking(
+    nursery: trio.Nursery, server_config: ServerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TCP_NODELAY is set once, on the listener: Linux copies it to each accepted
+    # socket.  Were it not copied, replies after the first could wait on an ACK.
+    seen: list[tuple[int, int | None, bool]] = []
+    real = trio_sock.fastpath.serve_plain_client
+
+    async def noting(conn: socket.socket, peer: object, number: int, door: Door) -> None:
+        nodelay = None
+        if conn.family != socket.AF_UNIX:
+            nodelay = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        seen.append((conn.family, nodelay, conn.getblocking()))
+        await real(conn, peer, number, door)
+
+    monkeypatch.setattr("trio_sock.server.serve_plain_client", noting)
+    server = await start_in(nursery, server_config)
+    for transport in ("unix", "tcp"):
+        stream = await open_stream(address_of(server, transport))
+        async with stream:
+            assert await roundtrip(stream, b"A") == b"B"
+    assert sorted(seen) == sorted([(socket.AF_UNIX, None, False), (socket.AF_INET, 1, False)])
 
 
 async def test_a_quiet_listener_never_holds_the_only_slot(
