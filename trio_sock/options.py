@@ -61,13 +61,6 @@ def _finite_seconds(text: str) -> float:
     return value
 
 
-def _backlog(text: str) -> int:
-    value = _positive_int(text)
-    if value > cfg.MAX_BACKLOG:
-        raise ValueError(f"expected at most {cfg.MAX_BACKLOG}, got {text!r}")
-    return value
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -78,11 +71,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _workers(text: str) -> int:
-    value = _positive_int(text)
-    if value > cfg.MAX_WORKERS:
-        raise ValueError(f"expected at most {cfg.MAX_WORKERS}, got {text!r}")
-    return value
+def _up_to(limit: int) -> Callable[[str], int]:
+    """A parser of whole numbers from 1 to ``limit``."""
+
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > limit:
+            raise ValueError(f"expected at most {limit}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _octal_mode(text: str) -> int:
@@ -148,8 +146,8 @@ seconds = _argument_type("seconds", _seconds)
 positive_seconds = _argument_type("positive seconds", _positive_seconds)
 positive_int = _argument_type("positive int", _positive_int)
 finite_seconds = _argument_type("finite seconds", _finite_seconds)
-backlog = _argument_type("backlog", _backlog)
-workers = _argument_type("workers", _workers)
+backlog = _argument_type("backlog", _up_to(cfg.MAX_BACKLOG))
+workers = _argument_type("workers", _up_to(cfg.MAX_WORKERS))
 octal_mode = _argument_type("octal mode", _octal_mode)
 unix_address = _argument_type("unix path", cfg.UnixAddress)
 tcp_address = _argument_type("tcp address", cfg.TcpAddress.parse)
