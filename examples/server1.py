@@ -13,7 +13,13 @@ Try it::
 
 That last line is the point of the next programs: one silent client stalls this
 server for everyone (server4 forks, server5 selects, trio_server runs a task per
-client, and ``python -m trio_sock server`` also drops idle clients).
+client, and ``python -m trio_sock server`` also drops idle clients).  ``--delay``
+makes it plain, as the book's ``sleep(5)`` does in server4::
+
+    python examples/server1.py --delay 5 &
+    time (for c in A B C; do python examples/client1.py $c & done; wait)
+    # about 15 s: one client at a time, 5 s each (server4 takes 5 s).
+
 Stop it with Ctrl-C or ``kill``; it removes its socket file.
 """
 
@@ -21,15 +27,32 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import socket
+import time
+
+
+def seconds(text: str) -> float:
+    """A ``--delay``: a finite number of seconds, zero or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected seconds, 0 or more, got {text!r}")
+    return value
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="The book's server1 on a Unix socket.")
     parser.add_argument("path", nargs="?", default="server_socket", help="the socket file")
-    path = parser.parse_args().path
+    parser.add_argument(
+        "--delay", type=seconds, default=0.0, help="seconds of work before each reply"
+    )
+    args = parser.parse_args()
+    path, delay = args.path, args.delay
     # Python turns SIGINT into KeyboardInterrupt; make `kill` end the server the same quiet way.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
@@ -49,6 +72,7 @@ def main() -> int:
                 with client, contextlib.suppress(ConnectionError):
                     data = client.recv(1)
                     if data:  # the book assumes a byte; a client may close without one
+                        time.sleep(delay)  # the simulated work: every other client waits
                         client.sendall(bytes([(data[0] + 1) % 256]))  # C's ch++ wraps too
         except KeyboardInterrupt:
             return 0

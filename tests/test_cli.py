@@ -9,6 +9,7 @@ The only short socket timeouts are negative checks ("no reply yet").
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -55,7 +56,7 @@ from tests.helpers import (
 from trio_sock.config import Address, TcpAddress, UnixAddress
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
 #: A negative check ("no reply while the first client is served"): long enough
 #: that a reply that was going to come would have, short enough to keep the suite fast.
@@ -262,6 +263,21 @@ def test_without_a_server_the_client_fails_as_the_book_shows(
     assert line.startswith("oops: client:"), line
 
 
+def test_a_client_path_longer_than_the_kernel_allows_says_so_and_suggests_no_server(
+    short_tmp: Path,
+) -> None:
+    path = str(short_tmp / "x") + "x" * (SUN_PATH_MAX + 5 - len(str(short_tmp / "x")))
+    result = run_client("--unix", path, cwd=short_tmp)
+    line = assert_user_error(
+        result,
+        f"unix:{path}",
+        f"the path is {SUN_PATH_MAX + 5} bytes, longer than the {SUN_PATH_MAX} a Unix socket"
+        " address can hold; use a shorter path",
+        starts_with="oops: client:",
+    )
+    assert "trio_sock server" not in line, line  # a server could not listen there either
+
+
 def test_the_client_waits_for_a_server_that_starts_after_it(
     procs: Processes, sock_path: Path
 ) -> None:
@@ -345,14 +361,177 @@ def test_a_bad_command_line_value_exits_2_with_usage(
         # (and makes the client fail at once, with exit 1).
         argv += ["--unix", str(short_tmp / "s")]
     result = run_cli(*argv, cwd=short_tmp, timeout=FAIL_TIMEOUT)
+    error = assert_usage_error(result, " ".join(["python -m trio_sock", *args[:1]]))
+    if names is not None:
+        assert names in error, error
+
+
+def assert_usage_error(result: subprocess.CompletedProcess[str], prog: str) -> str:
+    """Exit 2, nothing on stdout, and on stderr two lines: the error, then a short usage.
+
+    The error comes first, naming the (sub)command and where to read more, as
+    ``python -m trio_sock server: error: ... (see python -m trio_sock server --help)``,
+    so that it is what a user sees first; returns that line.
+    """
     assert_no_traceback(result.stdout, result.stderr)
     assert result.returncode == 2, result
     assert result.stdout == ""
-    assert result.stderr.startswith("usage: python -m trio_sock"), result.stderr
-    error = result.stderr.splitlines()[-1]
-    assert "error:" in error, result.stderr
-    if names is not None:
-        assert names in error, error
+    error, usage = result.stderr.splitlines()
+    assert error.startswith(f"{prog}: error: "), error
+    assert error.endswith(f" (see {prog} --help)"), error
+    assert usage.startswith(f"usage: {prog} "), usage
+    return error
+
+
+@pytest.mark.parametrize(
+    ("args", "prog", "message"),
+    [
+        pytest.param(
+            ("server", "--bogus"), "python -m trio_sock server",
+            "unrecognized arguments: --bogus", id="server-unknown-option",
+        ),
+        pytest.param(
+            ("client", "--bogus"), "python -m trio_sock client",
+            "unrecognized arguments: --bogus", id="client-unknown-option",
+        ),
+        pytest.param(
+            ("server", "--max-clients", "x"), "python -m trio_sock server",
+            "argument --max-clients: expected a whole number, got 'x'", id="server-bad-value",
+        ),
+        pytest.param(
+            ("--bogus",), "python -m trio_sock",
+            "the following arguments are required: {server,client}", id="no-subcommand-bogus",
+        ),
+        pytest.param(
+            (), "python -m trio_sock",
+            "the following arguments are required: {server,client}", id="nothing-at-all",
+        ),
+    ],
+)  # fmt: skip
+def test_a_usage_error_comes_first_naming_the_subcommand_then_one_short_usage_line(
+    short_tmp: Path, args: tuple[str, ...], prog: str, message: str
+) -> None:
+    result = run_cli(*args, cwd=short_tmp, timeout=FAIL_TIMEOUT)
+    error = assert_usage_error(result, prog)
+    assert error == f"{prog}: error: {message} (see {prog} --help)", error
+
+
+@pytest.mark.parametrize(
+    ("argv0", "prog"),
+    [
+        ("/usr/local/bin/trio-sock", "trio-sock"),
+        ("/src/trio_sock/__main__.py", "python -m trio_sock"),  # python -m trio_sock
+        ("/venv/bin/pytest", "pytest"),  # no program is special, a test runner neither
+    ],
+)
+def test_usage_errors_name_the_program_as_it_was_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv0: str, prog: str
+) -> None:
+    from trio_sock.options import parse
+
+    monkeypatch.setattr(sys, "argv", [argv0, "server", "--bogus"])
+    with pytest.raises(SystemExit) as exited:
+        parse()
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith(f"{prog} server: error: ")
+
+
+def test_a_caller_may_name_the_program_for_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from trio_sock.options import parse
+
+    with pytest.raises(SystemExit):
+        parse(["client", "--bogus"], prog="my-tool")
+    error, usage = capsys.readouterr().err.splitlines()
+    assert error.startswith("my-tool client: error: unrecognized arguments: --bogus"), error
+    assert usage.startswith("usage: my-tool client "), usage
+
+
+@pytest.mark.parametrize(
+    ("tcp", "message"),
+    [
+        pytest.param(
+            "localhost:80:1",
+            "too many colons in 'localhost:80:1'; write HOST:PORT, or [IPV6]:PORT",
+            id="name-with-two-ports",
+        ),
+        pytest.param(
+            "::1:80", "put an IPv6 address in brackets, as [::1]:80", id="ipv6-without-brackets"
+        ),
+        pytest.param(
+            "fe80::1",
+            "put an IPv6 address in brackets and add a port, as [fe80::1]:PORT",
+            id="ipv6-without-port",
+        ),
+    ],
+)
+def test_a_tcp_address_with_too_many_colons_suggests_brackets_only_for_ipv6(
+    short_tmp: Path, tcp: str, message: str
+) -> None:
+    result = run_cli("server", "--tcp", tcp, cwd=short_tmp, timeout=FAIL_TIMEOUT)
+    error = assert_usage_error(result, "python -m trio_sock server")
+    assert f"argument --tcp: {message}" in error, error
+    if "localhost" in tcp:
+        assert "[localhost" not in error, error
+
+
+# --- TLS needs a TCP listener ------------------------------------------------------------------
+
+
+def test_tls_with_only_unix_listeners_on_the_command_line_is_a_usage_error(
+    short_tmp: Path,
+) -> None:
+    result = run_cli(
+        "server", "--unix", str(short_tmp / "s"), "--tls-cert", "c.pem", "--tls-key", "k.pem",
+        cwd=short_tmp, timeout=FAIL_TIMEOUT,
+    )  # fmt: skip
+    error = assert_usage_error(result, "python -m trio_sock server")
+    assert "TLS is for TCP listeners only" in error, error
+    assert "add --tcp" in error, error
+    assert not (short_tmp / "s").exists()
+
+
+def tls_files(directory: Path) -> list[str]:
+    """``--tls-cert`` and ``--tls-key`` options for a fresh certificate for 127.0.0.1."""
+    import trustme
+
+    leaf = trustme.CA().issue_cert("127.0.0.1")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    return ["--tls-cert", str(cert), "--tls-key", str(key)]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_tls_with_inherited_listeners_none_of_them_tcp_is_one_warning_at_start(
+    procs: Processes, sock_path: Path, workers: str
+) -> None:
+    with socket.socket(socket.AF_UNIX) as passed:
+        passed.bind(str(sock_path))
+        passed.listen()
+        fd = passed.fileno()
+        server = procs.server(
+            "--fd", str(fd), "--workers", workers, *tls_files(sock_path.parent), pass_fds=(fd,)
+        )
+        assert exchange(server.unix(), b"A") == b"B"  # served, in plain text
+        warnings = [line for line in server.stderr().splitlines() if "TLS" in line]
+        assert len(warnings) == 1, server.stderr()  # the parent's alone, with workers
+        assert "WARNING" in warnings[0], warnings
+        assert "TLS is for TCP listeners only, and none of these is TCP" in warnings[0]
+        assert server.stop(timeout=EVENT_TIMEOUT) == 0
+
+
+def test_tls_with_a_tcp_listener_among_inherited_ones_gives_no_warning(
+    procs: Processes, sock_path: Path
+) -> None:
+    with socket.socket() as passed:
+        passed.bind(("127.0.0.1", 0))
+        passed.listen()
+        fd = passed.fileno()
+        server = procs.server("--fd", str(fd), *tls_files(sock_path.parent), pass_fds=(fd,))
+        assert "TLS" not in server.stderr(), server.stderr()
+        assert server.stop(timeout=EVENT_TIMEOUT) == 0
 
 
 # --- errors a user can cause -------------------------------------------------------------------
@@ -697,6 +876,87 @@ def test_json_logs_report_a_failed_start_as_json_too(short_tmp: Path) -> None:
     record = json.loads(assert_user_error(result, "not a socket"))
     assert isinstance(record, dict), record
     assert record.get("level") == "ERROR", record
+    assert_utc_now(record["time"])
+
+
+def assert_utc_now(text: str) -> None:
+    """``text`` is an ISO 8601 time in UTC, with its offset, within a minute of now."""
+    when = datetime.datetime.fromisoformat(text)
+    assert when.utcoffset() == datetime.timedelta(0), text
+    assert text.endswith("+00:00"), text
+    now = datetime.datetime.now(datetime.UTC)
+    assert abs(now - when) < datetime.timedelta(minutes=1), (text, now)
+
+
+def test_json_logs_give_the_time_in_iso_8601_utc_with_its_offset(
+    procs: Processes, sock_path: Path
+) -> None:
+    server = procs.server("--unix", str(sock_path), "--tcp", "0", "--log-format", "json")
+    assert exchange(server.unix(), b"A") == b"B"
+    assert server.stop(timeout=EVENT_TIMEOUT) == 0
+    records = [json.loads(line) for line in server.stderr().splitlines()]
+    assert len(records) > 3, records
+    for record in records:
+        assert_utc_now(record["time"])
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", record["time"])
+
+
+# --- systemd's STATUS= line --------------------------------------------------------------------
+
+#: A changed figure is sent at the end of the one-second interval it falls in: at
+#: most a second late; the rest is room for a loaded machine.
+STATUS_WITHIN: Final = 2.5
+
+
+@contextlib.contextmanager
+def notify_socket(directory: Path) -> Iterator[socket.socket]:
+    """A datagram socket standing in for systemd's ``NOTIFY_SOCKET``, bound in ``directory``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(directory / "notify"))
+        yield sock
+
+
+def next_status(notify: socket.socket, wanted: str, within: float) -> list[str]:
+    """Read datagrams until a ``STATUS=`` of exactly ``wanted`` comes; fails after ``within`` s.
+
+    Returns every ``STATUS=`` value read, the wanted one last.
+    """
+    statuses: list[str] = []
+    deadline = time.monotonic() + within
+    while not statuses or statuses[-1] != wanted:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(f"no STATUS={wanted} within {within}s; got {statuses}")
+        notify.settimeout(remaining)
+        with contextlib.suppress(TimeoutError):
+            lines = notify.recv(4096).decode().splitlines()
+            statuses += [line.removeprefix("STATUS=") for line in lines if "STATUS=" in line]
+    return statuses
+
+
+def test_the_status_shows_clients_that_came_and_went_between_two_samples(
+    procs: Processes, sock_path: Path
+) -> None:
+    with notify_socket(sock_path.parent) as notify:
+        env = {**os.environ, "NOTIFY_SOCKET": str(sock_path.parent / "notify")}
+        server = procs.server("--unix", str(sock_path), "--tcp", "0", env=env)
+        next_status(notify, "0 active clients, 0 accepted", EVENT_TIMEOUT)  # with READY=1
+        for _ in range(3):  # quicker than a second: the active count is 0 at every sample
+            assert exchange(server.unix(), b"A") == b"B"
+        next_status(notify, "0 active clients, 3 accepted", STATUS_WITHIN)
+        assert server.stop(timeout=EVENT_TIMEOUT) == 0
+
+
+def test_the_status_counts_one_client_in_the_singular(procs: Processes, sock_path: Path) -> None:
+    with notify_socket(sock_path.parent) as notify:
+        env = {**os.environ, "NOTIFY_SOCKET": str(sock_path.parent / "notify")}
+        server = procs.server("--unix", str(sock_path), "--tcp", "0", env=env)
+        next_status(notify, "0 active clients, 0 accepted", EVENT_TIMEOUT)
+        with connect(server.unix()) as client:
+            client.sendall(b"A")
+            assert client.recv(1) == b"B"
+            next_status(notify, "1 active client, 1 accepted", STATUS_WITHIN)
+        assert server.stop(timeout=EVENT_TIMEOUT) == 0
 
 
 def test_log_level_warning_hides_the_per_client_records(

@@ -39,6 +39,9 @@ REPLY_TIMEOUT = 10.0
 #: How long server1 gets to (wrongly) answer a second client while it serves a first:
 #: long enough to be sure it does not, short enough to keep the suite quick.
 NO_REPLY_WINDOW = 0.5
+#: server1's simulated work per reply in the three-client test: three of them are
+#: clearly longer than starting three clients, and keep the test under two seconds.
+SERIAL_DELAY = 0.3
 UNIX_SERVERS = ["server1.py", "server4.py", "server5.py", "trio_server.py"]
 CONCURRENT_SERVERS = ["server4.py", "server5.py", "trio_server.py"]
 STREAM_SERVERS = ["server5.py", "trio_server.py"]
@@ -206,6 +209,45 @@ def test_server1_makes_a_second_client_wait_until_the_first_is_served(
         second.settimeout(REPLY_TIMEOUT)
         assert exchange(first, b"A") == b"B"
         assert second.recv(1) == b"y"
+
+
+def test_server1_with_a_delay_serves_three_clients_one_after_another(
+    start_example: StartExample, short_tmp: Path
+) -> None:
+    # examples/README.md: server1 answers three clients in three times the delay.
+    start_example("server1.py", "--delay", str(SERIAL_DELAY))
+    started = time.monotonic()
+    clients = [
+        subprocess.Popen(
+            example("client1.py", char), cwd=short_tmp, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )
+        for char in "ABC"
+    ]  # fmt: skip
+    try:
+        outcomes = [
+            (*client.communicate(timeout=REPLY_TIMEOUT), client.returncode) for client in clients
+        ]
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.communicate()
+    elapsed = time.monotonic() - started
+    assert outcomes == [(f"char from server = {c}\n", "", 0) for c in "BCD"]
+    assert elapsed >= 3 * SERIAL_DELAY, elapsed
+
+
+@pytest.mark.parametrize("delay", ["-1", "nan", "x"])
+def test_server1_refuses_a_delay_that_is_not_a_number_of_seconds(
+    short_tmp: Path, delay: str
+) -> None:
+    result = run_example("server1.py", "--delay", delay, cwd=short_tmp)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("usage: server1.py"), result.stderr
+    assert "argument --delay:" in result.stderr.splitlines()[-1], result.stderr
+    assert_no_traceback(result.stderr)
+    assert not (short_tmp / "server_socket").exists()
 
 
 def test_client1_without_a_server_says_oops_and_exits_1(short_tmp: Path) -> None:

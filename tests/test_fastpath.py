@@ -31,14 +31,8 @@ from tests.helpers import IO_TIMEOUT, address_of, open_stream, start_in
 from tests.helpers import connect as connect_blocking
 from trio_sock import ServerConfig, UnixAddress, increment
 from trio_sock.door import EOF, IDLE_TIMEOUT, SHUTDOWN, ClientSlots, Context, Door
-from trio_sock.fastpath import (
-    EAGER_PROBE,
-    FAIRNESS_BATCH,
-    REAP_STEP,
-    RECEIVE_SIZE,
-    reap_idle,
-    serve_plain_client,
-)
+from trio_sock.fastpath import EAGER_PROBE, FAIRNESS_BATCH, RECEIVE_SIZE, serve_plain_client
+from trio_sock.reaper import reap_idle, reap_step
 from trio_sock.server import ACCEPT_BATCH
 from trio_sock.stats import Counters, Tally
 
@@ -174,6 +168,10 @@ class Double:
 
     def fileno(self) -> int:
         return self.real.fileno()
+
+    @property
+    def family(self) -> int:
+        return self.real.family
 
     def close(self) -> None:
         self.closed = True
@@ -652,7 +650,7 @@ async def test_a_client_that_never_makes_the_loop_wait_still_lets_other_tasks_ru
 
 def step_of(idle: float) -> float:
     """How late the reaper may drop a client, by its docstring."""
-    return min(REAP_STEP, idle / 10)
+    return reap_step(idle)
 
 
 async def dropped(client: Client, stream: trio.SocketStream) -> float:
@@ -778,17 +776,21 @@ async def test_clients_going_quiet_at_staggered_times_are_each_dropped_at_most_a
     assert not too_late, f"dropped more than {step_of(idle)}s late: {too_late}"
 
 
-async def test_clients_with_their_own_idle_deadline_are_left_alone_by_the_reaper(
+async def test_a_client_the_server_is_working_for_is_left_alone_by_the_reaper(
     autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
 ) -> None:
     fast = FastPath.open(nursery, 5.0)
-    own_deadline = Tally(trio.current_time())  # TLS, --once, --delay: watched is None
-    fast.door.context.counters.connected.add(own_deadline)
+    left, right = socket.socketpair()
+    # --delay: while the server works, the client's last sign of life is "now", always.
+    busy = Tally(trio.current_time(), alive=math.inf, watched=left)
+    fast.door.context.counters.connected.add(busy)
     client, stream = fast.connect()
     async with stream:
         await dropped(client, stream)
     await trio.sleep(100)
-    assert own_deadline in fast.door.context.counters.connected
+    assert not busy.idle
+    left.close()
+    right.close()
 
 
 async def test_an_infinite_idle_timeout_never_drops_a_client(

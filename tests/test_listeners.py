@@ -72,12 +72,20 @@ def test_the_socket_file_is_born_with_its_mode_before_anyone_can_see_it(
     seen: dict[str, int] = {}
     real_link = os.link
 
-    def spying_link(source: str, target: str) -> None:
-        seen["mode"] = stat.S_IMODE(os.lstat(source).st_mode)
-        seen["target_exists"] = os.path.exists(target)
-        real_link(source, target)
+    def spying_link(
+        source: str, target: str, *, src_dir_fd: int, dst_dir_fd: int, follow_symlinks: bool
+    ) -> None:
+        seen["mode"] = stat.S_IMODE(os.lstat(source, dir_fd=src_dir_fd).st_mode)
+        seen["target_exists"] = os.path.lexists(short_tmp / target)
+        real_link(
+            source,
+            target,
+            src_dir_fd=src_dir_fd,
+            dst_dir_fd=dst_dir_fd,
+            follow_symlinks=follow_symlinks,
+        )
 
-    monkeypatch.setattr(os, "chmod", lambda *args: None)
+    monkeypatch.setattr(os, "chmod", lambda *args, **kwargs: None)
     monkeypatch.setattr(os, "link", spying_link)
     old_umask = os.umask(0)
     try:
@@ -354,8 +362,8 @@ def test_an_abstract_name_longer_than_the_kernel_allows_is_refused() -> None:
         open_unix_listener(UnixAddress("@" + "x" * (SUN_PATH_MAX + 1)))
 
 
-def test_a_path_at_the_limit_binds_in_place(short_tmp: Path) -> None:
-    # No room beside it for a longer temporary name: the listener binds in place.
+def test_a_path_at_the_limit_replaces_a_stale_socket_too(short_tmp: Path) -> None:
+    # The socket is bound by a short name of its own, then renamed: a long path is no matter.
     path = str(short_tmp / ("x" * (SUN_PATH_MAX - len(str(short_tmp)) - 1)))
     assert len(path) == SUN_PATH_MAX
     leave_stale_socket(Path(path))
@@ -519,3 +527,291 @@ def test_a_symlink_at_the_lock_path_is_never_followed(short_tmp: Path) -> None:
     assert victim.read_text() == "precious"
     assert (short_tmp / "sock.lock").is_symlink()
     assert not (short_tmp / "sock").exists()
+
+
+# --- who else may write to the socket's directory ------------------------------------------------
+
+
+def test_a_directory_writable_by_a_group_the_server_is_not_in_is_warned_about(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    own = os.getegid()
+    foreign = max({own, *os.getgroups()}) + 4242  # a group this process is not in
+    cases = {"own": (own, 0o770), "sticky": (foreign, 0o1770), "foreign": (foreign, 0o770)}
+    for name, (group, mode) in cases.items():
+        (short_tmp / name).mkdir()
+        os.chown(short_tmp / name, -1, group)
+        (short_tmp / name).chmod(mode)
+    with caplog.at_level(logging.WARNING, logger="trio_sock.listeners"):
+        for name in ("own", "sticky"):
+            open_unix_listener(UnixAddress(str(short_tmp / name / "s"))).close()
+        assert not caplog.records
+        open_unix_listener(UnixAddress(str(short_tmp / "foreign" / "s"))).close()
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert f"members of group {foreign} may write to {short_tmp / 'foreign'}" in message
+    assert "could replace the socket" in message
+
+
+# --- the private directory the socket is bound in -------------------------------------------------
+
+
+def test_the_socket_is_bound_in_a_private_directory_that_is_removed_after(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[str, int, int]] = []
+    real_bind = socket.socket.bind
+
+    def spying_bind(self: socket.socket, address: str) -> None:
+        real_bind(self, address)
+        private = os.path.dirname(os.path.realpath(address))
+        found = os.lstat(private)
+        seen.append((os.path.dirname(private), stat.S_IMODE(found.st_mode), found.st_uid))
+
+    monkeypatch.setattr(socket.socket, "bind", spying_bind)
+    listener = open_unix_listener(UnixAddress(str(short_tmp / "sock")), mode=0o666)
+    try:
+        assert seen == [(str(short_tmp), 0o700, os.geteuid())]
+        assert sorted(p.name for p in short_tmp.iterdir()) == ["sock", "sock.lock"]
+        assert stat.S_IMODE(os.lstat(short_tmp / "sock").st_mode) == 0o666
+    finally:
+        listener.close()
+
+
+def test_a_private_directory_swapped_for_a_symlink_is_never_followed(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Someone who may write to the directory renames ours away the moment it is
+    # made, and puts a symlink to a directory of theirs in its place.
+    victim = short_tmp / "victim"
+    victim.write_text("precious")
+    victim.chmod(0o600)
+    lure = short_tmp / "lure"
+    lure.mkdir()
+    (lure / "s").symlink_to(victim)
+    shared = short_tmp / "shared"
+    shared.mkdir()
+    real_mkdir = os.mkdir
+
+    def mkdir_then_swap(name: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        real_mkdir(name, mode, dir_fd=dir_fd)
+        os.rename(shared / name, short_tmp / "moved")
+        (shared / name).symlink_to(lure)
+
+    monkeypatch.setattr(os, "mkdir", mkdir_then_swap)
+    with pytest.raises(ListenError, match="replaced while the server was starting"):
+        open_unix_listener(UnixAddress(str(shared / "sock")), mode=0o666)
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert (lure / "s").is_symlink()
+    assert not (short_tmp / "moved" / "s").exists()
+    assert [p.is_symlink() for p in shared.iterdir()] == [True]  # theirs, left alone
+
+
+def test_without_proc_the_server_refuses_rather_than_bind_by_name(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trio_sock.private_dir
+
+    monkeypatch.setattr(trio_sock.private_dir, "PROC_FDS", str(short_tmp / "no-proc"))
+    with pytest.raises(ListenError, match="/proc is not mounted"):
+        open_unix_listener(UnixAddress(str(short_tmp / "sock")))
+    assert list(short_tmp.iterdir()) == []
+
+
+# --- a socket's identity -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change", ["chmod", "touch", "chgrp", "link"])
+def test_close_removes_our_file_after_its_metadata_changed(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture, change: str
+) -> None:
+    path = short_tmp / "sock"
+    listener = open_unix_listener(UnixAddress(str(path)))
+    if change == "chmod":
+        path.chmod(0o600)
+    elif change == "touch":
+        os.utime(path)
+    elif change == "chgrp":
+        os.chown(path, -1, os.getegid())
+    else:
+        os.link(path, short_tmp / "elsewhere")
+    with caplog.at_level(logging.WARNING, logger="trio_sock.listeners"):
+        listener.close()
+    assert not path.exists()
+    assert not caplog.records
+
+
+# --- the kernel's list of listening sockets (sock_diag) -------------------------------------------
+
+
+def diag_message(kind: int, body: bytes, sequence: int = 1) -> bytes:
+    """One netlink message as the kernel frames it, padded to 4 bytes."""
+    from trio_sock.unix_diag import HEADER
+
+    length = HEADER.size + len(body)
+    return HEADER.pack(length, kind, 2, sequence, 0) + body + b"\0" * (-length % 4)
+
+
+def diag_socket(inode: int, device: int) -> bytes:
+    """A SOCK_DIAG_BY_FAMILY answer about one listening socket, with its VFS attribute."""
+    from trio_sock.unix_diag import ATTRIBUTE, MESSAGE, SOCK_DIAG_BY_FAMILY, UNIX_DIAG_VFS, VFS
+
+    vfs = ATTRIBUTE.pack(ATTRIBUTE.size + VFS.size, UNIX_DIAG_VFS) + VFS.pack(inode, device)
+    # UNIX_DIAG_SHUTDOWN: 1 byte, padded to 4; first, so that the padding must be skipped.
+    shutdown = ATTRIBUTE.pack(5, 6) + b"\0\0\0\0"
+    body = MESSAGE.pack(socket.AF_UNIX, socket.SOCK_STREAM, 10, 0, 99, 0, 0)
+    return diag_message(SOCK_DIAG_BY_FAMILY, body + shutdown + vfs)
+
+
+def test_the_sock_diag_parser_reads_each_listening_files_device_and_inode() -> None:
+    from trio_sock.unix_diag import parse
+
+    found: set[tuple[int, int]] = set()
+    first = diag_socket(2147444, 254 << 20) + diag_socket(7, 1 << 20 | 3)
+    assert parse(first, found) is False
+    assert found == {(254 << 20, 2147444), (1 << 20 | 3, 7)}
+    assert parse(diag_message(3, b"\0\0\0\0"), found) is True  # NLMSG_DONE
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        pytest.param(b"\x10\0\0", "truncated netlink header", id="short header"),
+        pytest.param(b"\xff\0\0\0" + b"\0" * 12, "length 255", id="length past the end"),
+        pytest.param(b"\x04\0\0\0" + b"\0" * 12, "length 4", id="length below a header"),
+        pytest.param(b"\x14\0\0\0\x63\0" + b"\0" * 14, "unexpected type 99", id="odd type"),
+    ],
+)
+def test_the_sock_diag_parser_refuses_a_malformed_answer(data: bytes, error: str) -> None:
+    from trio_sock.unix_diag import UnixDiagError, parse
+
+    with pytest.raises(UnixDiagError, match=error):
+        parse(data, set())
+
+
+def test_the_sock_diag_parser_refuses_a_short_vfs_attribute_and_reports_kernel_errors() -> None:
+    from trio_sock.unix_diag import (
+        ATTRIBUTE,
+        MESSAGE,
+        SOCK_DIAG_BY_FAMILY,
+        UNIX_DIAG_VFS,
+        UnixDiagError,
+        parse,
+    )
+
+    # A VFS attribute whose length (6) leaves 2 bytes of payload, padded to 4: well framed,
+    # but too short for the inode and device it must hold.
+    short_vfs = ATTRIBUTE.pack(6, UNIX_DIAG_VFS) + b"\1\0\0\0"
+    body = MESSAGE.pack(socket.AF_UNIX, socket.SOCK_STREAM, 10, 0, 99, 0, 0) + short_vfs
+    with pytest.raises(UnixDiagError, match="UNIX_DIAG_VFS attribute of 2 bytes"):
+        parse(diag_message(SOCK_DIAG_BY_FAMILY, body), set())
+    refused = diag_message(2, (-errno.EINVAL).to_bytes(4, "little", signed=True) + b"\0" * 16)
+    with pytest.raises(OSError, match="Invalid argument") as caught:
+        parse(refused, set())
+    assert caught.value.errno == errno.EINVAL
+
+
+def test_a_files_key_uses_the_kernels_device_encoding(short_tmp: Path) -> None:
+    from trio_sock.unix_diag import file_key, listening_files
+
+    path = short_tmp / "sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as live:
+        live.bind(str(path))
+        try:
+            assert file_key(os.lstat(path)) not in listening_files()
+            live.listen()
+            assert file_key(os.lstat(path)) in listening_files()
+        except OSError as exc:  # a sandbox without sock_diag: the fallback is tested elsewhere
+            pytest.skip(f"sock_diag is not available here: {exc}")
+    found = os.lstat(short_tmp)
+    device, inode = file_key(found)
+    assert (device >> 20, device & 0xFFFFF) == (os.major(found.st_dev), os.minor(found.st_dev))
+    assert inode == found.st_ino & 0xFFFFFFFF
+
+
+def test_without_sock_diag_a_live_server_is_still_found_by_connecting(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trio_sock.unix_diag
+
+    def refused() -> set[tuple[int, int]]:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(trio_sock.unix_diag, "listening_files", refused)
+    path = short_tmp / "sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        other.bind(str(path))
+        other.listen()
+        with pytest.raises(ListenError, match="already listening"):
+            open_unix_listener(UnixAddress(str(path)))
+        other.setblocking(False)
+        accepted, _ = other.accept()  # the fallback did connect: the peer saw it
+        accepted.close()
+
+
+def test_a_live_server_found_by_the_kernel_is_never_connected_to(short_tmp: Path) -> None:
+    path = short_tmp / "sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        other.bind(str(path))
+        other.listen()
+        other.setblocking(False)
+        with pytest.raises(ListenError, match="already listening"):
+            open_unix_listener(UnixAddress(str(path)))
+        try:
+            accepted, _ = other.accept()
+        except BlockingIOError:
+            return
+        accepted.close()
+        pytest.fail("the probe connected to the live server")
+
+
+# --- paths that are not UTF-8 ------------------------------------------------------------------
+
+
+def test_a_path_may_hold_any_byte_but_control_characters() -> None:
+    raw = UnixAddress("dir/\udcffsock")  # what os.fsdecode makes of b"dir/\xffsock"
+    assert os.fsencode(raw.path) == b"dir/\xffsock"
+    assert raw.display == "dir/\\xffsock"
+    assert str(raw) == "unix:dir/\\xffsock"
+    assert UnixAddress("dir/é").display == "dir/é"
+    for bad in ("dir/\nsock", "dir/\x00sock", "dir/\x1bsock"):
+        with pytest.raises(ValueError, match="control characters") as caught:
+            UnixAddress(bad)
+        assert repr(bad) in str(caught.value)
+    with pytest.raises(ValueError, match="cannot be a file name"):
+        UnixAddress("dir/\ud800")  # a surrogate no byte decodes to
+
+
+def test_a_workers_role_carries_a_path_that_is_not_utf_8_losslessly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trio_sock.lifeline import WORKER_ENV, WorkerRole
+
+    addresses: dict[int, UnixAddress | TcpAddress] = {
+        3: UnixAddress("/tmp/d/\udcffsock"),
+        4: UnixAddress("@abstract\udcfe"),
+        5: TcpAddress("::1", 9734),
+    }
+    text = WorkerRole(2, addresses).to_environment()
+    assert text.isascii()
+    monkeypatch.setenv(WORKER_ENV, text)
+    role = WorkerRole.from_environment()
+    assert role is not None
+    assert (role.number, role.addresses) == (2, addresses)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"number": 1, "addresses": {"3": {"unix": 7}}}',
+        '{"number": 1, "addresses": {"3": {"smoke": "x"}}}',
+        '{"number": 1, "addresses": {"3": {"tcp": ["::1"]}}}',
+    ],
+)
+def test_a_malformed_worker_address_is_refused(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    from trio_sock.errors import WorkerError
+    from trio_sock.lifeline import WORKER_ENV, WorkerRole
+
+    monkeypatch.setenv(WORKER_ENV, text)
+    with pytest.raises(WorkerError, match="malformed"):
+        WorkerRole.from_environment()

@@ -214,15 +214,16 @@ def parse(argv: Sequence[str]) -> Outcome:
 
 
 def error_part(stderr: str) -> str:
-    """What follows ``error:`` in a usage error; fails unless usage comes first."""
-    assert stderr.startswith("usage: python -m trio_sock"), stderr
-    _, marker, error = stderr.partition(": error: ")
+    """What follows ``error:`` in a usage error: one error line, then one usage line."""
+    error_line, usage_line = stderr.splitlines()
+    assert usage_line.startswith("usage: python -m trio_sock"), stderr
+    _, marker, error = error_line.partition(": error: ")
     assert marker, stderr
     return error
 
 
 def assert_usage_error(outcome: Outcome, option: str, text: str) -> None:
-    """Exit 2, nothing on stdout, usage then an error naming ``option``, no traceback."""
+    """Exit 2, nothing on stdout, an error naming ``option`` then usage, no traceback."""
     assert outcome.code == 2, outcome
     assert outcome.stdout == "", outcome
     assert_no_traceback(outcome.stderr)

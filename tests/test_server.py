@@ -604,7 +604,7 @@ async def test_a_connection_that_dies_in_the_listen_queue_is_skipped(
         nursery.cancel_scope.cancel()
 
 
-async def test_the_hot_path_is_cancelled_promptly_while_blocked_on_a_peer_that_never_reads(
+async def test_the_stream_path_is_cancelled_promptly_while_blocked_on_a_peer_that_never_reads(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # A lockstep stream is a peer with no buffer at all: send_all blocks until
@@ -614,14 +614,16 @@ async def test_the_hot_path_is_cancelled_promptly_while_blocked_on_a_peer_that_n
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client_side.send_all, b"A" * 10)
         with trio.move_on_after(3) as scope:
-            await trio_sock.connection._reply_over_stream(server_side, ServerConfig(), tally)
+            await trio_sock.connection._reply_over_stream(
+                server_side, ServerConfig(), tally, counted=False
+            )
         nursery.cancel_scope.cancel()
     assert scope.cancelled_caught
     assert trio.current_time() == pytest.approx(3)
     assert (tally.received, tally.sent) == (10, 0)
 
 
-async def test_the_hot_path_counts_what_it_relayed_and_ends_on_eof() -> None:
+async def test_the_stream_path_counts_what_it_relayed_and_ends_on_eof() -> None:
     server_side, client_side = trio.testing.memory_stream_pair()
     tally = trio_sock.stats.Tally(0.0)
     config = ServerConfig()
@@ -633,6 +635,8 @@ async def test_the_hot_path_counts_what_it_relayed_and_ends_on_eof() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
-        reason = await trio_sock.connection._reply_over_stream(server_side, config, tally)
+        reason = await trio_sock.connection._reply_over_stream(
+            server_side, config, tally, counted=False
+        )
         assert reason == "eof"
     assert (tally.received, tally.sent) == (5, 5)

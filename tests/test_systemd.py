@@ -14,9 +14,12 @@ line, a log line, a datagram (with a socket timeout) or an exit.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
+import resource
+import select
 import shlex
 import shutil
 import signal
@@ -24,7 +27,9 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -342,6 +347,162 @@ def test_activation_variables_for_another_process_are_ignored(procs: Processes) 
     assert_stops_cleanly(server)
 
 
+# --- activation variables that are malformed or cannot be right ---------------------------------
+
+#: ``sh`` exports its own pid as ``LISTEN_PID`` (unless the test gives one) and execs the
+#: server in its place, which keeps the pid: a child's pid is not known before it runs.
+AS_ACTIVATED: Final = 'export LISTEN_PID="${LISTEN_PID-$$}"; exec "$@"'
+#: The open-file limit the server gets in the huge-count test: the usual default, so the
+#: test means the same on a machine whose limit is a million.
+TEST_FD_LIMIT: Final = 1024
+#: A count that once cost 1.8 s and 193 MB before failing: far beyond any open-file limit.
+HUGE_COUNT: Final = 1_000_000
+#: Peak memory of a server that refuses to start: about 27 MB measured; a million
+#: ``ListenFd`` objects built first take about 190 MB.
+REFUSAL_MAX_RSS_KIB: Final = 100 * 1024
+#: A warning about a bad variable is one readable line, however long the variable.
+MAX_WARNING_CHARS: Final = 200
+#: What refusing a huge count may allocate in-process: a message and an exception;
+#: a million ``ListenFd`` objects would be well over 100 MB.
+REFUSAL_MAX_TRACED: Final = 64 * 1024
+#: How long refusing a huge count may take, start-up included (about 0.1 s measured;
+#: building a million ``ListenFd`` objects first took 1.8 s).
+REFUSAL_SECONDS: Final = 2.0
+
+
+def activation_env(variables: Mapping[str, str]) -> dict[str, str]:
+    """This environment without any ``LISTEN_*`` of its own, plus ``variables``; UTF-8 stdio."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+    return {**base, "PYTHONIOENCODING": "utf-8", **variables}
+
+
+def activated_argv() -> list[str]:
+    """``python -m trio_sock server`` with ``LISTEN_PID`` set to its own pid (see AS_ACTIVATED)."""
+    return ["sh", "-c", AS_ACTIVATED, "sh", *cli("server")]
+
+
+#: Environments that must not activate anything, each with what its warning must say.
+IGNORED_ACTIVATIONS: Final = [
+    pytest.param({"LISTEN_PID": "²", "LISTEN_FDS": "1"}, ("LISTEN_PID='²'", "not a process id"),
+                 id="pid-superscript"),
+    pytest.param({"LISTEN_FDS": "³"}, ("LISTEN_FDS='³'", "not a count"), id="count-superscript"),
+    pytest.param({"LISTEN_FDS": "-1"}, ("LISTEN_FDS='-1'", "not a count"), id="count-negative"),
+    pytest.param({"LISTEN_FDS": ""}, ("LISTEN_FDS=''", "not a count"), id="count-empty"),
+    pytest.param({"LISTEN_FDS": "1 "}, ("LISTEN_FDS='1 '", "not a count"), id="count-whitespace"),
+    pytest.param({"LISTEN_PID": "1", "LISTEN_FDS": "2"}, ("LISTEN_PID=1", "another process"),
+                 id="another-pid"),
+    pytest.param({}, ("LISTEN_FDS is not set",), id="pid-without-count"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("variables", "why"), IGNORED_ACTIVATIONS)
+def test_activation_variables_that_are_not_ours_or_malformed_are_ignored_with_one_warning(
+    short_tmp: Path, variables: dict[str, str], why: tuple[str, ...]
+) -> None:
+    # A file where the default socket goes stops the server at its first default
+    # address, before TCP port 9734: the error line shows that the defaults were
+    # used, not descriptors, whatever else holds the book's port.
+    (short_tmp / "server_socket").write_text("not a socket\n")
+    result = subprocess.run(
+        activated_argv(),
+        cwd=short_tmp,
+        env=activation_env(variables),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        encoding="utf-8",
+        timeout=FAIL_TIMEOUT,
+        check=False,
+    )
+    assert_no_traceback(result.stdout, result.stderr)
+    assert (result.returncode, result.stdout) == (1, ""), result
+    warnings = [line for line in result.stderr.splitlines() if "LISTEN_" in line]
+    assert len(warnings) == 1, result.stderr
+    for fragment in ("ignoring socket activation", *why):
+        assert fragment in warnings[0], (fragment, warnings)
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(SERVER_ERROR), result.stderr
+    assert "unix:server_socket" in last, result.stderr
+
+
+@attrs.frozen
+class Measured:
+    """A finished command, with what it cost."""
+
+    result: subprocess.CompletedProcess[str]
+    seconds: float
+    max_rss_kib: int
+    """The process's peak resident memory (``wait4``'s ``ru_maxrss``, in KiB on Linux)."""
+
+
+def run_measured(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], preexec_fn: Callable[[], None]
+) -> Measured:
+    """Run ``argv`` to its end (within FAIL_TIMEOUT); measure its time and peak memory.
+
+    ``wait4`` gives the memory of this one process, where ``RUSAGE_CHILDREN`` would give
+    the largest of every child the test process ever had.  The wait for the exit is a
+    pidfd, which becomes readable when the process ends: bounded, and no polling.
+    """
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            preexec_fn=preexec_fn,
+        )  # fmt: skip
+        pidfd = os.pidfd_open(process.pid)
+        try:
+            ended, _, _ = select.select([pidfd], [], [], FAIL_TIMEOUT)
+        finally:
+            os.close(pidfd)
+        if not ended:
+            process.kill()
+            process.wait()
+            pytest.fail(f"{shlex.join(argv)} did not exit within {FAIL_TIMEOUT}s")
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.monotonic() - started
+        # Reaped here, so tell the Popen, or it would wait for (and warn about) it again.
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(
+            argv, process.returncode, out.read().decode(), err.read().decode()
+        )
+    return Measured(result, seconds, usage.ru_maxrss)
+
+
+def _test_fd_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft = TEST_FD_LIMIT if hard == resource.RLIM_INFINITY else min(TEST_FD_LIMIT, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.fixture
+def huge_count(short_tmp: Path) -> Measured:
+    """``LISTEN_FDS=1000000`` for the server's own pid, run with an open-file limit of 1024."""
+    env = activation_env({"LISTEN_FDS": str(HUGE_COUNT)})
+    return run_measured(activated_argv(), cwd=short_tmp, env=env, preexec_fn=_test_fd_limit)
+
+
+def test_a_descriptor_count_beyond_the_open_file_limit_fails_at_once_saying_what_to_do(
+    huge_count: Measured,
+) -> None:
+    result = huge_count.result
+    assert (result.returncode, result.stdout) == (1, ""), result
+    said = [line for line in result.stderr.splitlines() if f"LISTEN_FDS={HUGE_COUNT}" in line]
+    assert len(said) == 1, result.stderr
+    assert f"3 to {HUGE_COUNT + 2}" in said[0], said
+    assert f"limit (ulimit -n) is {TEST_FD_LIMIT}" in said[0], said
+    assert "LimitNOFILE=" in said[0], said
+    assert huge_count.seconds < REFUSAL_SECONDS, huge_count
+    assert huge_count.max_rss_kib < REFUSAL_MAX_RSS_KIB, huge_count
+
+
+def test_a_descriptor_count_beyond_the_open_file_limit_is_one_error_line_without_traceback(
+    huge_count: Measured,
+) -> None:
+    assert_user_error(huge_count.result, f"LISTEN_FDS={HUGE_COUNT}", starts_with=SERVER_ERROR)
+
+
 # --- --fd: a listening socket inherited from a parent ------------------------------------------
 
 
@@ -509,8 +670,12 @@ def test_an_fd_that_cannot_be_a_passed_socket_is_a_usage_error(
     result = run_cli("server", *args, cwd=short_tmp, timeout=FAIL_TIMEOUT)
     assert_no_traceback(result.stdout, result.stderr)
     assert result.returncode == 2, result
-    assert result.stderr.startswith("usage: python -m trio_sock"), result.stderr
-    assert "fd" in result.stderr.splitlines()[-1], result.stderr
+    # The usage and the error line, in either order: where each goes is test_cli's concern.
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("usage: python -m trio_sock") for line in lines), lines
+    errors = [line for line in lines if line.startswith("python -m trio_sock server: error: ")]
+    assert len(errors) == 1, lines
+    assert "fd" in errors[0], errors
 
 
 def run_server_with_fd(
@@ -705,17 +870,176 @@ def test_listen_fds_reads_the_sockets_and_names_then_forgets_them(
     assert listen_fds() == ()
 
 
-@pytest.mark.parametrize(("pid", "count"), [("1", "2"), ("x", "2"), (None, "2"), ("self", "")])
-def test_listen_fds_meant_for_another_process_are_ignored_and_still_forgotten(
-    monkeypatch: pytest.MonkeyPatch, pid: str | None, count: str
+class Records(logging.Handler):
+    """Keeps every record it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def systemd_log() -> Iterator[list[logging.LogRecord]]:
+    """The records ``trio_sock.systemd`` logs during the test.
+
+    A handler on that logger itself, not ``caplog``: once the CLI has configured
+    logging in this process, ``trio_sock`` records stop at its own handler.
+    """
+    handler = Records()
+    logger = logging.getLogger("trio_sock.systemd")
+    logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("0", 0), ("3", 3), ("007", 7), ("4194304", 4194304), ("2147483647", 2147483647)],
+)
+def test_ascii_int_reads_plain_ascii_digits(text: str, value: int) -> None:
+    from trio_sock.systemd import _ascii_int
+
+    assert _ascii_int(text) == value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "", " ", "1 ", " 1", "1\n", "-1", "+1", "0x10", "1_000", "1.0", "²", "³", "\u0663",
+        "\uff11", "12345678901", "9" * 5000,
+    ],
+)  # fmt: skip
+def test_ascii_int_refuses_everything_but_one_to_ten_ascii_digits(text: str) -> None:
+    # "²".isdigit() is true and int("٣") is 3: neither is a number systemd writes.
+    from trio_sock.systemd import _ascii_int
+
+    assert _ascii_int(text) is None
+
+
+@pytest.mark.parametrize(
+    ("variables", "why"),
+    [
+        pytest.param({"LISTEN_PID": "1", "LISTEN_FDS": "2"}, ("LISTEN_PID=1", "another process"),
+                     id="another-pid"),
+        pytest.param({"LISTEN_PID": "x", "LISTEN_FDS": "2"}, ("LISTEN_PID='x'", "not a process id"),
+                     id="pid-not-a-number"),
+        pytest.param({"LISTEN_PID": "²", "LISTEN_FDS": "1"}, ("LISTEN_PID='²'", "not a process id"),
+                     id="pid-superscript"),
+        pytest.param({"LISTEN_FDS": "2"}, ("LISTEN_PID is not set",), id="count-without-pid"),
+        pytest.param({"LISTEN_PID": "self"}, ("LISTEN_FDS is not set",), id="pid-without-count"),
+        pytest.param({"LISTEN_PID": "self", "LISTEN_FDS": ""}, ("LISTEN_FDS=''", "not a count"),
+                     id="count-empty"),
+        pytest.param({"LISTEN_PID": "self", "LISTEN_FDS": "³"}, ("LISTEN_FDS='³'", "not a count"),
+                     id="count-superscript"),
+        pytest.param({"LISTEN_PID": "self", "LISTEN_FDS": "-1"}, ("LISTEN_FDS='-1'", "not a count"),
+                     id="count-negative"),
+        pytest.param({"LISTEN_PID": "self", "LISTEN_FDS": "1 "}, ("LISTEN_FDS='1 '", "not a count"),
+                     id="count-whitespace"),
+        pytest.param({"LISTEN_PID": "self", "LISTEN_FDS": "2\nSTATUS=x"},
+                     ("LISTEN_FDS='2\\nSTATUS=x'", "not a count"), id="count-two-lines"),
+    ],
+)  # fmt: skip
+def test_listen_fds_not_ours_or_malformed_are_ignored_with_one_warning_and_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+    systemd_log: list[logging.LogRecord],
+    variables: dict[str, str],
+    why: tuple[str, ...],
 ) -> None:
     from trio_sock.systemd import listen_fds
 
-    if pid is not None:
-        monkeypatch.setenv("LISTEN_PID", str(os.getpid()) if pid == "self" else pid)
-    monkeypatch.setenv("LISTEN_FDS", count)
+    for name, value in {**variables, "LISTEN_FDNAMES": "a:b"}.items():
+        monkeypatch.setenv(name, str(os.getpid()) if value == "self" else value)
     assert listen_fds() == ()
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        assert name not in os.environ
+    assert [r.levelno for r in systemd_log] == [logging.WARNING], systemd_log
+    message = systemd_log[0].getMessage()
+    assert "\n" not in message, message
+    for fragment in ("ignoring socket activation", *why):
+        assert fragment in message, (fragment, message)
+
+
+def test_a_megabyte_long_malformed_value_is_cut_short_in_its_warning(
+    monkeypatch: pytest.MonkeyPatch, systemd_log: list[logging.LogRecord]
+) -> None:
+    from trio_sock.systemd import listen_fds
+
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "7" * 1_000_000)
+    assert listen_fds() == ()
+    [record] = systemd_log
+    message = record.getMessage()
+    assert len(message) < MAX_WARNING_CHARS, len(message)
+    assert "LISTEN_FDS='7777" in message, message
+    assert "(1000000 characters)" in message, message
+
+
+def test_no_activation_variables_is_no_activation_and_no_warning(
+    monkeypatch: pytest.MonkeyPatch, systemd_log: list[logging.LogRecord]
+) -> None:
+    from trio_sock.systemd import listen_fds
+
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        monkeypatch.delenv(name, raising=False)
+    assert listen_fds() == ()
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "0")
+    assert listen_fds() == ()
+    assert [r for r in systemd_log if r.levelno >= logging.WARNING] == []
+
+
+def test_listen_fds_takes_descriptors_up_to_the_open_file_limit_and_not_one_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trio_sock.config import ListenFd
+    from trio_sock.errors import ListenError
+    from trio_sock.systemd import listen_fds
+
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "5")
+    assert listen_fds(fd_limit=8) == tuple(ListenFd(fd) for fd in range(3, 8))
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "6")
+    with pytest.raises(ListenError, match=r"LISTEN_FDS=6 .* 3 to 8,.* is 8;") as caught:
+        listen_fds(fd_limit=8)
+    assert "\n" not in str(caught.value)
     assert "LISTEN_FDS" not in os.environ
+
+
+def test_the_default_limit_is_this_processs_open_file_soft_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trio_sock.errors import ListenError
+    from trio_sock.systemd import listen_fds
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", str(soft - 2))  # fds 3 to soft: the last one is too high
+    with pytest.raises(ListenError, match=f"limit \\(ulimit -n\\) is {soft};"):
+        listen_fds()
+
+
+def test_a_huge_count_is_refused_before_anything_is_built_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trio_sock.errors import ListenError
+    from trio_sock.systemd import listen_fds
+
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", str(HUGE_COUNT))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ListenError, match=f"LISTEN_FDS={HUGE_COUNT} "):
+            listen_fds(fd_limit=TEST_FD_LIMIT)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < REFUSAL_MAX_TRACED, peak
 
 
 def test_a_notify_socket_nobody_reads_never_blocks_the_sender(short_tmp: Path) -> None:

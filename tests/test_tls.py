@@ -797,8 +797,8 @@ def test_a_bad_tls_command_line_exits_2_with_usage(
     result = run_cli(*argv, cwd=short_tmp, timeout=FAIL_TIMEOUT)
     assert_no_traceback(result.stdout, result.stderr)
     assert (result.returncode, result.stdout) == (2, ""), result
-    assert result.stderr.startswith("usage: python -m trio_sock"), result.stderr
-    error = result.stderr.splitlines()[-1]
+    error, usage = result.stderr.splitlines()
+    assert usage.startswith("usage: python -m trio_sock"), result.stderr
     assert "error:" in error, result.stderr
     assert named.lower() in error.lower(), error
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import attrs
 import trio
@@ -28,82 +28,20 @@ if TYPE_CHECKING:
 
     from .lifeline import Lifeline, WorkerRole
     from .server import Server
-    from .stats import ServerStats
-    from .systemd import Notifier
     from .workers import Supervisor
 
 _log = logging.getLogger("trio_sock.cli")
 _stats_log = logging.getLogger("trio_sock.stats")
-#: systemd shows the latest STATUS= line; once a second is fresh enough for
-#: ``systemctl status`` and costs nothing under load.
-STATUS_INTERVAL = 1.0
-#: The fields of a log record that are not ``extra=...``; everything else goes into JSON.
-_STANDARD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message, and any ``extra`` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD_FIELDS:
-                fields[key] = value
-        if record.exc_info:
-            fields["traceback"] = self.formatException(record.exc_info)
-        import json  # here, not at the top: the client never logs in JSON
-
-        return json.dumps(fields, default=str)
-
-
-class _WorkerLabel(logging.Filter):
-    """Marks every record with the worker's number: ``worker=N`` in text, a field in JSON."""
-
-    def __init__(self, number: int) -> None:
-        super().__init__()
-        self.number = number
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.worker = self.number
-        return True
-
-
-def _configure_logging(level: str, form: str, worker: int | None = None) -> logging.Handler:
-    handler = logging.StreamHandler(sys.stderr)
-    label = ""
-    if worker is not None:
-        handler.addFilter(_WorkerLabel(worker))
-        label = "worker=%(worker)s "
-    if form == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter(f"%(asctime)s %(levelname)s {label}%(name)s: %(message)s")
-        )
-    root = logging.getLogger("trio_sock")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
-    # A stats line is asked for (SIGUSR1) or closes the run: show it at
-    # --log-level warning too; only error and critical silence it.
-    _stats_log.setLevel(
-        min(root.level, logging.INFO) if root.level <= logging.WARNING else root.level
-    )
-    return handler
 
 
 async def _serve_until_signalled(config: cfg.ServerConfig, role: WorkerRole | None) -> None:
     from .server import serve  # the client never pays for importing the server
+    from .status import StatusReporter
     from .systemd import Notifier
 
     notifier = Notifier.from_environment()
     # Opened first, so that a signal at any moment after this is handled here.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
+    with trio.open_signal_receiver(*_early_signals.stop_signals(), signal.SIGUSR1) as signals:
         async with trio.open_nursery() as nursery:
 
             async def run(task_status: trio.TaskStatus[Server]) -> None:
@@ -115,18 +53,20 @@ async def _serve_until_signalled(config: cfg.ServerConfig, role: WorkerRole | No
                 _log.info("%s while starting: not serving", name)
                 return
             server: Server = await nursery.start(run)
+            if role is None:  # a worker's parent warns, once for all
+                _warn_if_tls_is_unused(config, server.addresses)
             print("server waiting on", *map(_ready_word, server.addresses), flush=True)
-            ready = server.stats()
-            notifier.notify("READY=1", _status(ready))
+            status = StatusReporter(server, notifier)
+            status.notify("READY=1")
             if notifier.address is not None:
-                nursery.start_soon(_report_status, server, notifier, ready.active)
+                nursery.start_soon(status.run)
             if role is not None:
                 from .lifeline import Lifeline
 
                 nursery.start_soon(_obey_parent, Lifeline.open(), server, nursery, config.grace)
 
             def stop() -> None:
-                notifier.notify("STOPPING=1", _status(server.stats()))
+                status.notify("STOPPING=1")
                 server.stop()
 
             await _obey_signals(signals, nursery, config.grace, stop, lambda: _log_stats(server))
@@ -140,7 +80,7 @@ async def _supervise_until_signalled(
     from .workers import supervise
 
     notifier = Notifier.from_environment()
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
+    with trio.open_signal_receiver(*_early_signals.stop_signals(), signal.SIGUSR1) as signals:
         async with trio.open_nursery() as nursery:
 
             async def run(task_status: trio.TaskStatus[Supervisor]) -> None:
@@ -154,6 +94,7 @@ async def _supervise_until_signalled(
                 _log.info("%s while starting: not serving", name)
                 return
             supervisor: Supervisor = await nursery.start(run)
+            _warn_if_tls_is_unused(config, supervisor.addresses)
             print("server waiting on", *map(_ready_word, supervisor.addresses), flush=True)
             notifier.notify("READY=1", f"STATUS={config.workers} workers serving")
 
@@ -171,8 +112,8 @@ async def _obey_signals(
     stop: Callable[[], None],
     stats: Callable[[], None],
 ) -> None:
-    """SIGUSR1 asks for ``stats``; the first SIGINT or SIGTERM calls ``stop``, the second
-    cancels ``nursery`` and returns."""
+    """SIGUSR1 asks for ``stats``; the first SIGINT, SIGTERM or SIGHUP calls ``stop``, the
+    second (of any of them) cancels ``nursery`` and returns."""
     signalled = False
     async for signum in signals:
         name = signal.Signals(signum).name
@@ -219,19 +160,13 @@ async def _obey_parent(
             await lifeline.aclose()
 
 
-def _status(stats: ServerStats) -> str:
-    return f"STATUS={stats.active} active clients, {stats.accepted} accepted"
-
-
-async def _report_status(server: Server, notifier: Notifier, shown: int) -> None:
-    """Tell systemd the active client count when it changes from ``shown``, at most
-    once a second."""
-    while True:
-        await trio.sleep(STATUS_INTERVAL)
-        stats = server.stats()
-        if stats.active != shown:
-            shown = stats.active
-            notifier.notify(_status(stats))
+def _warn_if_tls_is_unused(config: cfg.ServerConfig, addresses: Sequence[cfg.Address]) -> None:
+    """Sockets from ``--fd`` or systemd may all be Unix ones, which never speak TLS."""
+    if config.tls_cert is not None and not any(isinstance(a, cfg.TcpAddress) for a in addresses):
+        _log.warning(
+            "--tls-cert and --tls-key are ignored: TLS is for TCP listeners only, and none"
+            " of these is TCP; pass a TCP socket, or leave TLS out"
+        )
 
 
 def _log_stats(server: Server) -> None:
@@ -241,10 +176,15 @@ def _log_stats(server: Server) -> None:
 
 def _ready_word(address: cfg.Address) -> str:
     """An address as the ready line lists it: quoted as a shell word only if it must be,
-    so that a path with spaces stays one word and everything else reads as is."""
+    so that a path with spaces stays one word and everything else reads as is.
+
+    A byte that is not UTF-8 shows as ``\\xNN`` (``UnixAddress.display``), and a
+    character stdout's encoding lacks as ``\\xNN``/``\\uNNNN``: printing the line never
+    fails, whatever the locale."""
     import shlex  # the server's alone, like the other imports inside functions here
 
-    text = str(address)
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    text = str(address).encode(encoding, "backslashreplace").decode(encoding)
     return shlex.quote(text) if any(c.isspace() or c in "'\"\\" for c in text) else text
 
 
@@ -263,13 +203,17 @@ def _report(message: str, form: str, worker: int | None = None) -> None:
         fields = {"name": _log.name, "levelname": "ERROR", "levelno": logging.ERROR, "msg": message}
         if worker is not None:
             fields["worker"] = worker
+        from .logs import JsonFormatter
+
         print(JsonFormatter().format(logging.makeLogRecord(fields)), file=sys.stderr)
     else:
         label = "" if worker is None else f"worker {worker}: "
         print(f"trio_sock server: error: {label}{message}", file=sys.stderr)
 
 
-def _run_server(config: cfg.ServerConfig, log_level: str, log_format: str) -> int:
+def _run_server(
+    config: cfg.ServerConfig, log_level: str, log_format: str, *, activation: bool
+) -> int:
     from .lifeline import WorkerRole
 
     worker: int | None = None
@@ -277,7 +221,14 @@ def _run_server(config: cfg.ServerConfig, log_level: str, log_format: str) -> in
         if role := WorkerRole.from_environment():
             worker = role.number
             config = attrs.evolve(config, listen_fds=role.listen_fds(config.listen_fds))
-        _configure_logging(log_level, log_format, worker)
+        from . import logs
+
+        logs.configure(log_level, log_format, worker)
+        if activation:  # inside the try: a bad LISTEN_FDS is one line, not a traceback
+            from .systemd import listen_fds
+
+            if activated := listen_fds():
+                config = attrs.evolve(config, addresses=(), listen_fds=activated)
         # Before Trio opens descriptors of its own: an fd that was not passed in
         # must read "not open", not be mistaken for one of Trio's.
         from .listeners import check_inherited
@@ -333,12 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     if isinstance(command.config, cfg.ClientConfig):  # not ServerConfig: it loads on first use
         return _run_client(command.config)
-    from .systemd import listen_fds
-
-    config = command.config
-    if command.activation and (activated := listen_fds()):
-        config = attrs.evolve(config, addresses=(), listen_fds=activated)
-    return _run_server(config, command.log_level, command.log_format)
+    return _run_server(
+        command.config, command.log_level, command.log_format, activation=command.activation
+    )
 
 
 def main_exit() -> NoReturn:

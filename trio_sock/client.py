@@ -64,6 +64,8 @@ def _connect_error(address: Address, exc: OSError) -> ConnectError:
     reason = exc.strerror or str(exc)
     if isinstance(exc, socket.gaierror):
         hint = "check the host name"
+    elif isinstance(address, UnixAddress) and (too_long := _too_long(address)):
+        hint = too_long  # no server could listen there either: suggest none
     elif isinstance(address, UnixAddress) and not address.is_abstract and _not_a_socket(address):
         hint = "that path is not a socket; give the server's socket file with --unix"
     elif exc.errno in _NOT_THERE_YET:
@@ -73,6 +75,20 @@ def _connect_error(address: Address, exc: OSError) -> ConnectError:
     else:
         hint = f"is the server running? start one with: {start_command(address)}"
     return ConnectError(f"{address}: {reason}; {hint}", errno=exc.errno)
+
+
+def _too_long(address: UnixAddress) -> str:
+    """What to say if ``address`` is longer than the kernel's limit; "" if it fits."""
+    from .listeners import SUN_PATH_MAX  # only after a failure
+
+    name = address.path[1:] if address.is_abstract else address.path
+    size = len(os.fsencode(name))
+    if size <= SUN_PATH_MAX:
+        return ""
+    return (
+        f"the path is {size} bytes, longer than the {SUN_PATH_MAX} a Unix socket address"
+        " can hold; use a shorter path"
+    )
 
 
 def _not_a_socket(address: UnixAddress) -> bool:

@@ -9,6 +9,7 @@ kernel (does the directory exist, is the port free) belong to ``listeners``.
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import attrs
@@ -74,12 +75,24 @@ def _check_workers(_: object, attribute: attrs.Attribute[int], value: int) -> No
         raise ValueError(f"{attribute.name} must be at most {MAX_WORKERS}, not {value!r}")
 
 
+#: What ``os.fsdecode`` (surrogateescape) makes of the bytes 0x80 to 0xFF where they
+#: are not UTF-8: a Linux path may hold them, so a path may hold these characters.
+_ESCAPED_BYTES: Final = range(0xDC80, 0xDD00)
+
+
 def _check_unix_path(_: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not isinstance(value, str):
         raise TypeError(f"a Unix socket path must be a str, not {value!r}")
     if value in ("", "@"):
         raise ValueError(f"a Unix socket path must not be empty, got {value!r}")
-    if any(not c.isprintable() for c in value):
+    try:
+        os.fsencode(value)
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"a Unix socket path must be bytes the file system encoding can hold; {value!r}"
+            f" cannot be a file name ({exc.reason})"
+        ) from None
+    if any(not c.isprintable() and ord(c) not in _ESCAPED_BYTES for c in value):
         # A newline would split the ready line and every log line that names it.
         raise ValueError(f"a Unix socket path must not contain control characters, got {value!r}")
 
@@ -90,7 +103,8 @@ class UnixAddress:
 
     path: str = attrs.field(validator=_check_unix_path)
     """The socket file's path, relative to the current directory or absolute;
-    ``@NAME`` names an abstract socket, which has no file at all."""
+    ``@NAME`` names an abstract socket, which has no file at all.  Bytes that are
+    not UTF-8 are lone surrogates, as ``os.fsdecode`` gives them."""
 
     @property
     def is_abstract(self) -> bool:
@@ -107,8 +121,14 @@ class UnixAddress:
         """``"unix"``, as logs name it."""
         return "unix"
 
+    @property
+    def display(self) -> str:
+        """The path as logs and the ready line show it: a byte that is not UTF-8 as
+        ``\\xNN``, so that printing it never fails and shows what is on disk."""
+        return os.fsencode(self.path).decode("utf-8", "backslashreplace")
+
     def __str__(self) -> str:
-        return f"unix:{self.path}"
+        return f"unix:{self.display}"
 
 
 def _check_host(_: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -152,7 +172,7 @@ class TcpAddress:
         elif ":" in text:
             host, _, port = text.rpartition(":")
             if ":" in host:
-                raise ValueError(f"put an IPv6 address in brackets, as [{host}]:{port}")
+                raise ValueError(_too_many_colons(text, host, port))
         else:
             host, port = default_host, text
         if not port.isascii() or not port.isdigit() or len(port) > 5:
@@ -167,6 +187,24 @@ class TcpAddress:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"tcp:{host}:{self.port}"
+
+
+def _too_many_colons(text: str, host: str, port: str) -> str:
+    """Why ``text`` is no ``HOST:PORT``: brackets are suggested only for a real IPv6 address."""
+    import ipaddress  # only to explain a mistake
+
+    def is_ipv6(candidate: str) -> bool:
+        try:
+            ipaddress.IPv6Address(candidate)
+        except ValueError:
+            return False
+        return True
+
+    if is_ipv6(host):
+        return f"put an IPv6 address in brackets, as [{host}]:{port}"
+    if is_ipv6(text):
+        return f"put an IPv6 address in brackets and add a port, as [{text}]:PORT"
+    return f"too many colons in {text!r}; write HOST:PORT, or [IPV6]:PORT"
 
 
 Address: TypeAlias = UnixAddress | TcpAddress

@@ -1,9 +1,11 @@
 """Clients the fast path cannot serve: TLS, the book's ``--once``, ``--delay``.
 
-These go through Trio's streams (``SocketStream``, ``SSLStream``) and keep
-their own idle deadlines in cancel scopes; the code is written plainly,
-since speed is ``fastpath``'s business.  Nothing a client does escapes its
-own task: every end becomes the ``reason`` in its departure record.
+These go through Trio streams: a ``WatchedStream`` over the socket (TLS in an
+``SSLStream`` on top of it), and the code is written plainly, since speed is
+``fastpath``'s business.  Idleness is timed as on the fast path: every byte
+the ``WatchedStream`` moves is a sign of life, and ``reaper.reap_idle`` drops a
+client whose last one is too old.  Nothing a client does escapes its own task:
+every end becomes the ``reason`` in its departure record.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .door import EOF, IDLE_TIMEOUT, SHUTDOWN
 from .errors import why_broken
 from .fastpath import RECEIVE_SIZE
 from .protocol import ONCE_SIZE, increment
+from .watched_stream import WatchedStream
 
 if TYPE_CHECKING:
     import socket
@@ -36,8 +39,8 @@ LINGER_BYTES: Final = 1024 * 1024
 
 
 async def _start_tls(
-    plain: trio.SocketStream, tls: ssl.SSLContext, limit: float
-) -> tuple[trio.SSLStream[trio.SocketStream] | None, str]:
+    plain: WatchedStream, tls: ssl.SSLContext, limit: float
+) -> tuple[trio.SSLStream[WatchedStream] | None, str]:
     """Do the TLS handshake within ``limit`` seconds: the stream, or None and why not."""
     stream = trio.SSLStream(plain, tls, server_side=True)
     with trio.move_on_after(limit):
@@ -55,12 +58,14 @@ async def serve_stream_client(conn: socket.socket, peer: object, number: int, do
     The arguments are ``fastpath.serve_plain_client``'s; so is the promise that
     every end goes through ``Door.left`` with its reason.
     """
-    tally = door.arrived(conn, reaped=False)
+    tally = door.arrived(conn)
     reason = SHUTDOWN
     try:
         reason = await _serve(conn, door, tally)
     except trio.BrokenResourceError as exc:
         reason = why_broken(exc)
+    except trio.ClosedResourceError:  # only the reaper closes a client's stream under it
+        reason = IDLE_TIMEOUT
     except Exception as exc:
         reason = door.failed(number, exc)
     finally:
@@ -69,58 +74,68 @@ async def serve_stream_client(conn: socket.socket, peer: object, number: int, do
 
 async def _serve(conn: socket.socket, door: Door, tally: Tally) -> str:
     config, tls = door.context.config, door.context.tls
-    plain = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+    secure = tls is not None and isinstance(door.address, TcpAddress)
+    # Under TLS, the departure record counts the bytes the protocol saw, not the records.
+    plain = WatchedStream(conn, tally, door.context.clock, count=not secure)
     stream: trio.abc.Stream = plain
-    if tls is not None and isinstance(door.address, TcpAddress):
-        secure, reason = await _start_tls(plain, tls, config.tls_handshake_timeout)
-        if secure is None:
+    if tls is not None and secure:
+        tls_stream, reason = await _start_tls(plain, tls, config.tls_handshake_timeout)
+        if tls_stream is None:
             return reason
-        stream = secure
+        stream = tls_stream
     if config.once:
-        return await _reply_once(stream, config, tally)
-    reason = await _reply_over_stream(stream, config, tally)
+        return await _reply_once(stream, config, tally, counted=not secure)
+    reason = await _reply_over_stream(stream, config, tally, counted=not secure)
     if stream is not plain and reason == EOF:
         await _say_goodbye(stream, _linger(config))
     return reason
 
 
-async def _reply_over_stream(stream: trio.abc.Stream, config: ServerConfig, tally: Tally) -> str:
+async def _reply_over_stream(
+    stream: trio.abc.Stream, config: ServerConfig, tally: Tally, *, counted: bool
+) -> str:
     """Reply to every chunk until the client's EOF, over any Trio stream (TLS, ``--delay``).
 
     ``fastpath.serve_plain_client`` does the same for plain sockets, faster; this
     one is written plainly.  A client that stops reading blocks ``send_all``,
     which stops the reads: at most one chunk per client is ever buffered here.
+
+    Args:
+        stream: The client's stream.
+        config: For ``delay``.
+        tally: The client's figures.
+        counted: The ``WatchedStream`` below counts the bytes already (no TLS).
     """
-    idle, delay = config.idle_timeout, config.delay
-    with trio.CancelScope(deadline=trio.current_time() + idle) as watchdog:
-        while data := await stream.receive_some(RECEIVE_SIZE):
+    delay = config.delay
+    while data := await stream.receive_some(RECEIVE_SIZE):
+        if not counted:
             tally.received += len(data)
-            if delay:  # simulated work is the server's time, not the client's idleness
-                watchdog.deadline = math.inf
-                await trio.sleep(delay)
-                watchdog.deadline = trio.current_time() + idle
-            await stream.send_all(increment(data))
-            tally.sent += len(data)
-            watchdog.deadline = trio.current_time() + idle
-        return EOF
-    return IDLE_TIMEOUT
-
-
-async def _reply_once(stream: trio.abc.Stream, config: ServerConfig, tally: Tally) -> str:
-    """The book's server: read one byte, write its successor, close."""
-    data: bytes | bytearray | None = None
-    with trio.move_on_after(config.idle_timeout):
-        data = await stream.receive_some(ONCE_SIZE)
-    if not data:
-        return "eof before a byte" if data is not None else IDLE_TIMEOUT
-    tally.received = 1
-    if config.delay:  # simulated work is not the client's idleness
-        await trio.sleep(config.delay)
-    with trio.move_on_after(config.idle_timeout):
+        if delay:  # simulated work is the server's time, not the client's idleness
+            tally.alive = math.inf
+            await trio.sleep(delay)
+            tally.alive = trio.current_time()
         await stream.send_all(increment(data))
+        if not counted:
+            tally.sent += len(data)
+    return EOF
+
+
+async def _reply_once(
+    stream: trio.abc.Stream, config: ServerConfig, tally: Tally, *, counted: bool
+) -> str:
+    """The book's server: read one byte, write its successor, close."""
+    data = await stream.receive_some(ONCE_SIZE)
+    if not data:
+        return "eof before a byte"
+    if not counted:
+        tally.received = 1
+    if config.delay:  # simulated work is not the client's idleness
+        tally.alive = math.inf
+        await trio.sleep(config.delay)
+        tally.alive = trio.current_time()
+    await stream.send_all(increment(data))
+    if not counted:
         tally.sent = 1
-    if not tally.sent:
-        return IDLE_TIMEOUT
     await _close_gently(stream, _linger(config))
     return "replied once"
 
@@ -136,8 +151,11 @@ async def _say_goodbye(stream: trio.abc.Stream, linger: float) -> None:
     A plain TCP or Unix close says that by itself; TLS needs its own message,
     which costs one send and is bounded by ``linger``.
     """
-    # BrokenResourceError: the client left first, so there is nothing to tell it.
-    with trio.move_on_after(linger), contextlib.suppress(trio.BrokenResourceError):
+    # The client left first, or was dropped as idle: there is nothing to tell it.
+    with (
+        trio.move_on_after(linger),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
         await stream.aclose()
 
 
@@ -160,5 +178,5 @@ async def _close_gently(stream: trio.abc.Stream, linger: float) -> None:
                 if not chunk:
                     return
                 discarded += len(chunk)
-        except trio.BrokenResourceError:
-            return  # the client is gone already: nothing left to protect
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the client is gone, or was dropped as idle: nothing left to protect

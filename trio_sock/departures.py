@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from .access import PeerCredentials
+from .words import counted
 
 if TYPE_CHECKING:
     from .config import Address
@@ -81,9 +82,8 @@ class DepartureLog:
         self._unlogged.clear()
         count = sum(reasons.values())
         _clients_log.info(
-            "%d more clients left, not logged one by one (over %d a second; "
-            "--log-level debug logs each): %s",
-            count,
+            "%s left, not logged one by one (over %d a second; --log-level debug logs each): %s",
+            counted(count, "more client"),
             PER_SECOND,
             ", ".join(f"{reason}={n}" for reason, n in reasons.items()),
             extra={"clients": count, "reasons": reasons},

@@ -96,10 +96,10 @@ class Door:
         tls = context.tls is not None and isinstance(address, TcpAddress)
         return not (tls or config.once or config.delay)
 
-    def arrived(self, conn: socket.socket, *, reaped: bool) -> Tally:
-        """Count a client in; with ``reaped``, ``fastpath.reap_idle`` times its idleness."""
+    def arrived(self, conn: socket.socket) -> Tally:
+        """Count a client in; from now on ``reaper.reap_idle`` times its idleness."""
         now = self.context.clock()
-        tally = Tally(now, alive=now, watched=conn if reaped else None)
+        tally = Tally(now, alive=now, watched=conn)
         self.context.counters.arrived(tally)
         return tally
 

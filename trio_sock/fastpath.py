@@ -19,7 +19,7 @@ does only what the protocol needs, and each choice below is there for speed:
   streaming client cannot starve a ping-pong one (nor a shutdown).
 - The idle timeout costs each client one float store per wait: the loop
   notes when each wait ends (the client's last sign of life), and one task,
-  ``reap_idle``, drops the clients whose last sign is too old.  A cancel scope
+  ``reaper.reap_idle``, drops the clients whose last sign is too old.  A cancel scope
   per client would cost memory, and moving its deadline after each reply a
   trip through Trio's deadline heap.
 - At most one chunk is in flight per client: a client that stops reading
@@ -32,20 +32,18 @@ cancellation (shutdown) can strike at any wait with nothing lost or repeated.
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Final, NoReturn
+from typing import TYPE_CHECKING, Final
 
 import trio
 
 from .door import EOF, IDLE_TIMEOUT, SHUTDOWN
 from .protocol import increment
+from .reaper import unsent_bytes
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Collection
 
     from .door import Door
-    from .stats import Tally
 
 #: Trio's own ``receive_some`` default: one read drains most socket buffers, and
 #: a client that never reads its replies pins at most this much (plus the reply).
@@ -59,10 +57,6 @@ FAIRNESS_BATCH: Final = 16
 #: tries the look again only once in this many waits: a miss costs a checkpoint
 #: and a failed recv, a hit saves registering a wait.
 EAGER_PROBE: Final = 8
-#: The idle reaper passes over the clients at most once per this many seconds,
-#: or per tenth of the idle timeout if that is shorter: a client is dropped at
-#: most that late, and 15,000 clients cost a few milliseconds per pass.
-REAP_STEP: Final = 1.0
 
 
 async def serve_plain_client(conn: socket.socket, peer: object, number: int, door: Door) -> None:
@@ -79,7 +73,7 @@ async def serve_plain_client(conn: socket.socket, peer: object, number: int, doo
         goes through ``Door.left`` with its reason; nothing escapes but
         ``Cancelled``.  Cancelled waits lose nothing: the tally is exact.
     """
-    tally = door.arrived(conn, reaped=True)
+    tally = door.arrived(conn)
     clock = door.context.clock
     # No local names for Trio's functions here: each local costs every idle client 8 bytes.
     pending: memoryview | None = None  # the part of a reply the socket has not taken yet
@@ -90,8 +84,9 @@ async def serve_plain_client(conn: socket.socket, peer: object, number: int, doo
     try:
         while True:
             while pending:  # the client reads slower than it writes: wait for room
+                tally.unsent = unsent_bytes(conn)  # its taking bytes is a sign of life
                 await trio.lowlevel.wait_writable(conn)
-                tally.alive = clock()
+                tally.alive, tally.unsent = clock(), None
                 sent = _send(conn, pending)
                 tally.sent += sent
                 pending = pending[sent:] or None  # an empty view still holds the whole chunk
@@ -158,31 +153,3 @@ def _send(conn: socket.socket, data: bytes | memoryview) -> int:
         return conn.send(data)
     except BlockingIOError:
         return 0
-
-
-async def reap_idle(clients: Collection[Tally], idle: float) -> NoReturn:
-    """Drop every client whose last sign of life is ``idle`` seconds old.
-
-    One task for all fast-path clients, instead of a cancel scope and a moving
-    deadline in each: it wakes when the oldest client falls due (but at most
-    once per ``REAP_STEP`` or tenth of ``idle``, so that thousands of clients
-    falling due one after another cost one pass, not thousands), and wakes
-    each idle client's wait with ``notify_closing``.  A client is never dropped
-    early, and at most one step late.
-    """
-    notify_closing = trio.lowlevel.notify_closing
-    if idle == math.inf:
-        await trio.sleep_forever()
-    step = min(REAP_STEP, idle / 10)
-    while True:
-        now = trio.current_time()
-        # A client that arrives while this sleeps falls due after now + idle.
-        wake = now + idle
-        for tally in clients:
-            if tally.watched is not None:
-                due = tally.alive + idle
-                if due <= now:
-                    notify_closing(tally.watched)
-                elif due < wake:
-                    wake = due
-        await trio.sleep_until(max(wake, now + step))

@@ -18,6 +18,9 @@ orders besides; the parent's STOP after a signal is no second signal.
 A worker knows it is one by ``TRIO_SOCK_WORKER`` in its environment: its
 number and the address of each descriptor, which the socket itself cannot
 always tell (a socket file is bound under a temporary name, then renamed).
+Addresses travel as JSON objects (``{"unix": PATH}``, ``{"tcp": [HOST, PORT]}``),
+not as they print: a path that is not UTF-8 prints escaped, but its lone
+surrogates survive JSON (``\\udcff``) exactly.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ from __future__ import annotations
 import enum
 import json
 import os
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import trio
 
-from .config import Address, ListenFd, parse_address
+from .config import Address, ListenFd, TcpAddress, UnixAddress
 from .errors import WorkerError
 
 #: Where the parent tells a worker who it is (see the module docstring).
@@ -76,7 +79,7 @@ class WorkerRole:
         try:
             fields = json.loads(text)
             number = int(fields["number"])
-            addresses = {int(fd): parse_address(a) for fd, a in fields["addresses"].items()}
+            addresses = {int(fd): _address_from(a) for fd, a in fields["addresses"].items()}
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise WorkerError(
                 f"{WORKER_ENV} is set but malformed ({exc}); it is for the workers that"
@@ -86,7 +89,9 @@ class WorkerRole:
 
     def to_environment(self) -> str:
         """The value of ``TRIO_SOCK_WORKER`` that ``from_environment`` reads back."""
-        addresses = {str(fd): str(address) for fd, address in self.addresses.items()}
+        addresses = {str(fd): _address_to(address) for fd, address in self.addresses.items()}
+        # ensure_ascii (the default) writes a lone surrogate as \udcXX: the value
+        # is ASCII, fit for any environment, and reads back as the same path.
         return json.dumps({"number": self.number, "addresses": addresses})
 
     def listen_fds(self, inherited: tuple[ListenFd, ...]) -> tuple[ListenFd, ...]:
@@ -94,6 +99,29 @@ class WorkerRole:
         return tuple(
             attrs.evolve(fd, address=self.addresses.get(fd.fd, fd.address)) for fd in inherited
         )
+
+
+def _address_to(address: Address) -> dict[str, Any]:
+    if isinstance(address, UnixAddress):
+        return {"unix": address.path}
+    return {"tcp": [address.host, address.port]}
+
+
+def _address_from(value: dict[str, Any]) -> Address:
+    """An address as ``_address_to`` wrote it.
+
+    Raises:
+        ValueError, TypeError, KeyError: ``value`` is not such an address.
+    """
+    (kind, field), *others = value.items()  # a ValueError if there is not just one
+    if others:
+        raise ValueError(f"an address with more than one kind: {value!r}")
+    if kind == "unix":
+        return UnixAddress(field)
+    if kind == "tcp":
+        host, port = field
+        return TcpAddress(host, port)
+    raise KeyError(kind)
 
 
 @attrs.define(eq=False)

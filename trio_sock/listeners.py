@@ -2,20 +2,27 @@
 
 Every rule about socket files lives here and only here:
 
+- the socket's directory is opened once; every later step names files relative
+  to that descriptor, so a path component swapped meanwhile changes nothing;
 - one server per path: each holds an exclusive lock on ``PATH.lock`` for its
-  whole life (see ``lockfile``), so two started at once cannot both win;
+  whole life (see ``lockfile``), taken first, so two started at once cannot both win;
 - a path that exists and is not a socket is never touched;
-- an existing socket is probed with ``connect()``: a live server is never taken
-  over, a stale file (nothing accepts on it) is replaced, with a warning;
-- the socket is bound under a temporary name in the same directory, created
-  with ``--socket-mode`` already applied (umask, then ``chmod``) before
-  ``listen()``, then ``rename()``-d over the target: the file never exists with
-  wider permissions, and a stale file is swapped atomically, with no moment
-  when the path is missing;
-- the socket file can be given to a group (``--socket-group``) before ``listen()``;
-- a directory that anyone may write to, without the sticky bit, gets a warning:
-  anyone could replace the socket there;
-- at exit the file is removed only if the path still names the inode we bound.
+- a live server's socket is never taken over: the kernel's list of listening
+  sockets (``unix_diag``) says so without disturbing it; only a socket it does
+  not list (or when it cannot be asked) is probed with ``connect()``; a stale
+  file (nothing accepts on it) is replaced, with a warning;
+- the socket is bound in a private directory of ours (see ``private_dir``),
+  created with ``--socket-mode`` already applied (umask, then ``chmod``), given
+  to ``--socket-group``, all before ``listen()``; no ``chmod``/``chown`` is ever
+  done by a name someone else could replace with a symlink;
+- then it is ``link()``-ed to the path if the path was free (nothing is ever
+  overwritten), or ``rename()``-d over the very stale socket probed (swapped
+  atomically, with no moment when the path is missing): the file never exists
+  with wider permissions than asked;
+- a directory that others may write to without the sticky bit (anyone, or a
+  group that is not one of the server's) gets a warning: they could replace the
+  socket there;
+- at exit the file is removed only if the path still names the socket we bound.
 
 Trio has no Unix listener of its own (python-trio/trio#279), hence this module.
 """
@@ -26,63 +33,72 @@ import contextlib
 import errno
 import logging
 import os
-import secrets
 import socket
 import stat
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import attrs
 import trio
 
+from . import unix_diag
 from .config import MAX_BACKLOG, Address, ListenFd, ServerConfig, TcpAddress, UnixAddress
 from .errors import ListenError
 from .lockfile import LockFile
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from .private_dir import PrivateDirectory
 
 _log = logging.getLogger("trio_sock.listeners")
 
 #: ``sun_path`` is 108 bytes on Linux, and a path needs its terminating NUL
 #: (an abstract name has a leading NUL instead): 107 bytes of name either way.
+#: The socket is bound by a short path of its own, but clients connect by this one.
 SUN_PATH_MAX: Final = 107
 #: Trio's own default backlog: the most there is; the kernel caps it at
 #: ``net.core.somaxconn``.
 DEFAULT_BACKLOG: Final = MAX_BACKLOG
 
 
-def _identity(found: os.stat_result) -> tuple[int, int, int, int]:
-    """What tells one socket file from another: an inode number alone does not,
-    since a file created after an unlink often gets the number just freed.  (A
-    chmod by someone else changes it too: that file is then left at exit, and
-    the next start replaces it as stale.)"""
-    return (found.st_dev, found.st_ino, stat.S_IFMT(found.st_mode), found.st_ctime_ns)
+def _identity(found: os.stat_result) -> tuple[int, int, int]:
+    """What tells our socket file from any other: device, inode, and being a socket.
+
+    Nothing else: a chmod, chgrp, touch or hard link changes a file's metadata,
+    not whose it is.  No other file can get our inode number meanwhile: the
+    bound socket holds its inode until the listener closes, and ``close``
+    removes the file before that.
+    """
+    return (found.st_dev, found.st_ino, stat.S_IFMT(found.st_mode))
 
 
-def _identity_at(path: str) -> tuple[int, int, int, int] | None:
+def _stat_in(directory: int, name: str) -> os.stat_result | None:
     try:
-        return _identity(os.lstat(path))
+        return os.stat(name, dir_fd=directory, follow_symlinks=False)
     except OSError:
         return None
 
 
-@attrs.frozen
+@attrs.define(eq=False)
 class _SocketFile:
     """The socket file a listener bound, identified by inode, not by name."""
 
-    path: str
-    identity: tuple[int, int, int, int]
+    shown: str
+    name: str
+    directory: int
+    """The socket's directory, opened; ours to close."""
+    identity: tuple[int, int, int]
 
     def remove(self) -> None:
-        """Unlink the path if it still is the file we bound; leave anything else alone."""
-        now = _identity_at(self.path)
-        if now is None:
-            return
-        if now != self.identity:
-            _log.warning("%s was replaced by another file; leaving it in place", self.path)
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        """Unlink the name if it still is the file we bound (leave anything else
+        alone), then close the directory."""
+        try:
+            now = _stat_in(self.directory, self.name)
+            if now is None:
+                return
+            if _identity(now) != self.identity:
+                _log.warning("%s was replaced by another file; leaving it in place", self.shown)
+                return
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.name, dir_fd=self.directory)
+        finally:
+            os.close(self.directory)
 
 
 @attrs.define(eq=False)
@@ -139,7 +155,7 @@ def _explain(address: Address, exc: OSError) -> ListenError:
     return ListenError(f"cannot listen on {address}: {reason}; {hint}", errno=exc.errno)
 
 
-def _check_fits_and_directory(address: UnixAddress) -> None:
+def _check_fits(address: UnixAddress) -> None:
     name = address.path[1:] if address.is_abstract else address.path
     size = len(os.fsencode(name))
     if size > SUN_PATH_MAX:
@@ -148,59 +164,80 @@ def _check_fits_and_directory(address: UnixAddress) -> None:
             f" {SUN_PATH_MAX} a Unix socket address can hold; use a shorter path with --unix",
             errno=errno.ENAMETOOLONG,
         )
-    if address.is_abstract:
-        return
+
+
+def _open_directory(address: UnixAddress) -> int:
+    """Open the socket's directory, once: ``O_PATH`` needs no read permission on it,
+    only search, as ``bind()`` itself."""
     directory = os.path.dirname(address.path) or "."
+    shown = os.path.dirname(address.display) or "."
     try:
-        is_directory = stat.S_ISDIR(os.stat(directory).st_mode)
+        return os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ListenError(
-            f"cannot listen on {address}: {directory!r} does not exist;"
+            f"cannot listen on {address}: {shown!r} does not exist;"
             " create it first, or pick another path with --unix",
             errno=errno.ENOENT,
         ) from None
     except NotADirectoryError:
-        is_directory = False
-    except OSError as exc:
-        raise _explain(address, exc) from exc
-    if not is_directory:
         raise ListenError(
-            f"cannot listen on {address}: {directory!r} is not a directory;"
+            f"cannot listen on {address}: {shown!r} is not a directory;"
             " pick another path with --unix",
             errno=errno.ENOTDIR,
-        )
+        ) from None
+    except OSError as exc:
+        raise _explain(address, exc) from exc
 
 
-def _probe(address: UnixAddress) -> os.stat_result | None:
+def _probe(address: UnixAddress, directory: int, name: str) -> os.stat_result | None:
     """Probe what is at the path: the stale socket's ``lstat``, or None for nothing.
 
     Raises:
         ListenError: the path is not a socket, a server accepts on it, or the OS
             refuses to tell (explained).
     """
-    path = address.path
     try:
-        found = os.lstat(path)
+        found = os.stat(name, dir_fd=directory, follow_symlinks=False)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise _explain(address, exc) from exc
     if not stat.S_ISSOCK(found.st_mode):
         raise ListenError(
-            f"cannot listen on {address}: {path!r} exists and is not a socket, so it is"
-            " left alone; remove it yourself, or pick another path with --unix",
+            f"cannot listen on {address}: {address.display!r} exists and is not a socket, so"
+            " it is left alone; remove it yourself, or pick another path with --unix",
             errno=errno.EEXIST,
         )
+    if not _kernel_lists(found) and not _answers_connect(address):
+        return found
+    raise ListenError(
+        f"cannot listen on {address}: a server is already listening there;"
+        " stop it first, or pick another path with --unix",
+        errno=errno.EADDRINUSE,
+    )
+
+
+def _kernel_lists(found: os.stat_result) -> bool:
+    """True if the kernel says a socket listens on this file (see ``unix_diag``)."""
+    try:
+        return unix_diag.file_key(found) in unix_diag.listening_files()
+    except (OSError, unix_diag.UnixDiagError) as exc:
+        _log.debug("cannot ask the kernel which Unix sockets listen (%s); connecting", exc)
+        return False
+
+
+def _answers_connect(address: UnixAddress) -> bool:
+    """The old probe, for what the kernel's list cannot show: a server in another
+    network namespace, or a kernel that would not answer.  The kernel does not list
+    this socket, so in all likelihood nothing is listening and the connect is refused."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         # Non-blocking: a live server with a full listen queue answers EAGAIN
         # instead of making us wait; that still means somebody is listening.
         probe.setblocking(False)
         try:
-            probe.connect(path)
-        except ConnectionRefusedError:
-            return found
-        except FileNotFoundError:
-            return None
+            probe.connect(address.path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False  # a file gone since the lstat: the link() will see what is there
         except BlockingIOError:
             pass
         except PermissionError as exc:
@@ -212,36 +249,29 @@ def _probe(address: UnixAddress) -> os.stat_result | None:
             ) from exc
         except OSError as exc:
             raise _explain(address, exc) from exc
-    raise ListenError(
-        f"cannot listen on {address}: a server is already listening there;"
-        " stop it first, or pick another path with --unix",
-        errno=errno.EADDRINUSE,
-    )
+    return True
 
 
-@contextlib.contextmanager
-def _umask_for(mode: int) -> Iterator[None]:
-    # bind() creates the file with 0o777 & ~umask: with this umask it is born
-    # with exactly ``mode``.  The umask is process-wide, but nothing else
-    # creates files while this synchronous block runs.
-    old = os.umask(0o777 & ~mode)
+def _warn_if_others_may_replace(address: UnixAddress, directory: int) -> None:
     try:
-        yield
-    finally:
-        os.umask(old)
-
-
-def _warn_if_open_to_all(directory: str) -> None:
-    try:
-        mode = os.stat(directory).st_mode
+        found = os.fstat(directory)
     except OSError:
         return
-    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
-        _log.warning(
-            "anyone may write to %s and it is not sticky (chmod +t): anyone could replace"
-            " the socket there; prefer a directory only the server's user may write to",
-            os.path.abspath(directory),
-        )
+    if found.st_mode & stat.S_ISVTX:  # only a file's owner may then remove or rename it
+        return
+    if found.st_mode & stat.S_IWOTH:
+        who, they = "anyone", "anyone"
+    elif found.st_mode & stat.S_IWGRP and found.st_gid not in {os.getegid(), *os.getgroups()}:
+        who, they = f"members of group {found.st_gid}", "they"
+    else:
+        return
+    _log.warning(
+        "%s may write to %s and it is not sticky (chmod +t): %s could replace the socket"
+        " there; prefer a directory only the server's user may write to",
+        who,
+        os.path.abspath(os.path.dirname(address.display) or "."),
+        they,
+    )
 
 
 def open_unix_listener(
@@ -268,7 +298,7 @@ def open_unix_listener(
     Raises:
         ListenError: with a message that says what to do.
     """
-    _check_fits_and_directory(address)
+    _check_fits(address)
     queue = DEFAULT_BACKLOG if backlog is None else backlog
     if address.is_abstract:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -281,92 +311,99 @@ def open_unix_listener(
         sock.setblocking(False)
         return Listener(sock, address)
 
-    path = address.path
-    _warn_if_open_to_all(os.path.dirname(path) or ".")
+    directory = _open_directory(address)
     try:
-        lock = LockFile.acquire(path, address)
-    except ListenError:
-        raise
-    except OSError as exc:
-        raise _explain(address, exc) from exc
-    try:
-        return _bind_socket_file(address, queue, mode, group, lock)
+        _warn_if_others_may_replace(address, directory)
+        try:
+            lock = LockFile.acquire(address, directory=directory)
+        except ListenError:
+            raise
+        except OSError as exc:
+            raise _explain(address, exc) from exc
+        try:
+            return _bind_socket_file(address, directory, queue, mode, group, lock)
+        except BaseException:
+            lock.release()
+            raise
     except BaseException:
-        lock.release()
+        os.close(directory)
         raise
 
 
 def _bind_socket_file(
-    address: UnixAddress, queue: int, mode: int, group: int | None, lock: LockFile
+    address: UnixAddress, directory: int, queue: int, mode: int, group: int | None, lock: LockFile
 ) -> Listener:
-    path = address.path
-    stale = _probe(address)
-    candidate = os.path.join(os.path.dirname(path), f".{secrets.token_hex(4)}.tmp")
-    # No room for a temporary name beside a path this long: bind in place,
-    # accepting a moment without a socket where a stale one is replaced.
-    temporary = candidate if len(os.fsencode(candidate)) <= SUN_PATH_MAX else None
+    """The rest of ``open_unix_listener``; the listener returned owns ``directory``."""
+    name = os.path.basename(address.path)
+    stale = _probe(address, directory, name)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        if stale and temporary is None:
-            os.unlink(path)
-        with _umask_for(mode):
-            sock.bind(temporary or path)
-        if group is not None:
-            _give_to_group(address, temporary or path, group)
-        os.chmod(temporary or path, mode)
-        sock.listen(queue)
-        if temporary is not None:
-            _move_into_place(address, temporary, stale)
-        bound = _identity_at(path)
-        if bound is None:
+        shown = os.path.dirname(address.display) or "."
+        with PrivateDirectory.make(address, directory, shown) as private:
+            private.bind(sock, mode)
+            if group is not None:
+                _give_to_group(address, private, group)
+            private.chmod(mode)
+            sock.listen(queue)
+            bound = _identity(private.stat())
+            _move_into_place(address, directory, name, private, stale)
+        if _stat_in(directory, name) is None:
             raise ListenError(
-                f"cannot listen on {address}: {path!r} vanished while the server was"
-                " starting; retry",
+                f"cannot listen on {address}: {address.display!r} vanished while the server"
+                " was starting; retry",
                 errno=errno.ENOENT,
             )
     except BaseException as exc:
         sock.close()
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
         if isinstance(exc, OSError) and not isinstance(exc, ListenError):
             raise _explain(address, exc) from exc
         raise
     if stale:
-        _log.warning("replaced the stale socket file %s (nothing was accepting on it)", path)
+        _log.warning(
+            "replaced the stale socket file %s (nothing was accepting on it)", address.display
+        )
     sock.setblocking(False)
-    return Listener(sock, address, _SocketFile(path, bound), lock)
+    return Listener(sock, address, _SocketFile(address.display, name, directory, bound), lock)
 
 
-def _move_into_place(address: UnixAddress, temporary: str, stale: os.stat_result | None) -> None:
+def _move_into_place(
+    address: UnixAddress,
+    directory: int,
+    name: str,
+    private: PrivateDirectory,
+    stale: os.stat_result | None,
+) -> None:
     """Give the bound socket its name, never over anything but the stale socket probed.
 
     The lock keeps other trio_sock servers out, but not other programs: between
     the probe and now, something may have appeared at the path.
     """
-    if stale is None:
+    now = None if stale is None else _stat_in(directory, name)
+    if stale is None or now is None:
         try:
-            os.link(temporary, address.path)  # fails, atomically, if the path exists
+            private.link_to(name)  # fails, atomically, if the path exists
         except FileExistsError:
             raise ListenError(
-                f"cannot listen on {address}: something appeared at {address.path!r} while"
+                f"cannot listen on {address}: something appeared at {address.display!r} while"
                 " the server was starting; it is left alone: check what it is, then retry",
                 errno=errno.EEXIST,
             ) from None
-        os.unlink(temporary)
-    elif _identity_at(address.path) == _identity(stale):
-        os.rename(temporary, address.path)  # swaps the stale socket atomically
+        return
+    # Nothing holds a stale socket's inode, so its number may go to a file made
+    # after an unlink: the ctime tells them apart.
+    if (_identity(now), now.st_ctime_ns) == (_identity(stale), stale.st_ctime_ns):
+        private.rename_to(name)  # swaps the stale socket atomically
     else:
         raise ListenError(
-            f"cannot listen on {address}: {address.path!r} changed while the server was"
+            f"cannot listen on {address}: {address.display!r} changed while the server was"
             " starting; it is left alone: check what it is, then retry",
             errno=errno.EBUSY,
         )
 
 
-def _give_to_group(address: UnixAddress, path: str, group: int) -> None:
+def _give_to_group(address: UnixAddress, private: PrivateDirectory, group: int) -> None:
     try:
-        os.chown(path, -1, group)
+        private.chown(group)
     except PermissionError as exc:
         raise ListenError(
             f"cannot listen on {address}: cannot give the socket file to group {group}"

@@ -1,9 +1,9 @@
 """The command line's options: argparse, the checks on each value, and ``parse``.
 
-Every value is checked as it is read, so a bad one ends with exit 2, the usage
-and a message naming the option; what only the whole config can check (the
-same address twice) is caught by the config's own validators and reported the
-same way.  Nothing here runs a server or a client.
+Every value is checked as it is read, so a bad one ends with exit 2: first a
+message naming the subcommand and the option, then a one-line usage; what only
+the whole config can check (the same address twice) is caught by the config's
+own validators and reported the same way.  Nothing here runs a server or a client.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import math
 import os
 import sys
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import attrs
 
@@ -168,25 +168,46 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return text + " (default: %(default)s)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error puts the error first and the usage in one short line.
+
+    argparse prints the whole usage (a dozen lines for the server) before the one
+    line that matters; here the error comes first, naming the (sub)command and
+    where its options are explained.
+    """
+
+    commands = ""
+    """The subcommands, as the usage line shows them after the program's name, if any."""
+
+    def error(self, message: str) -> NoReturn:
+        words = [self.prog, self.commands, "[OPTION]..."]
+        self.exit(
+            2,
+            f"{self.prog}: error: {message} (see {self.prog} --help)\n"
+            f"usage: {' '.join(filter(None, words))}\n",
+        )
+
+
 def _program_name() -> str:
     """How the user ran us, for the usage line: ``trio-sock`` or ``python -m trio_sock``."""
     name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return (
-        name if name and name != "__main__.py" and "pytest" not in name else ("python -m trio_sock")
-    )
+    return name if name and name != "__main__.py" else "python -m trio_sock"
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, *, prog: str | None = None) -> argparse.ArgumentParser:
     """The whole command line, with every default shown in ``--help``.
 
     Args:
         command: ``"server"`` or ``"client"`` to fill in that command's options
             only: the client starts faster without building the server's thirty.
+        prog: The program's name in usage and errors; by default, as it was run
+            (``trio-sock``, or ``python -m trio_sock``).
     """
-    parser = argparse.ArgumentParser(
-        prog=_program_name(),
+    parser = _Parser(
+        prog=_program_name() if prog is None else prog,
         description="The sockets chapter's increment server and client, on Trio.",
     )
+    parser.commands = "{server,client}"
     commands = parser.add_subparsers(dest="command", required=True, metavar="{server,client}")
     server = commands.add_parser(
         "server",
@@ -260,7 +281,7 @@ def _add_server_options(server: argparse.ArgumentParser) -> None:
         type=seconds,
         default=cfg.DEFAULT_GRACE,
         metavar="SECONDS",
-        help="on SIGINT/SIGTERM, how long active clients may finish",
+        help="on SIGINT, SIGTERM or SIGHUP, how long active clients may finish",
     )
     server.add_argument(
         "--backlog",
@@ -482,23 +503,46 @@ class Command:
     """No --unix, --tcp or --fd: sockets systemd passes (LISTEN_FDS) replace the defaults."""
 
 
-def parse(argv: Sequence[str] | None = None) -> Command:
+def parse(argv: Sequence[str] | None = None, *, prog: str | None = None) -> Command:
     """Parse a command line into configuration, running nothing.
 
+    Args:
+        argv: The arguments after the program's name; by default ``sys.argv[1:]``.
+        prog: The program's name in usage and errors; see ``build_parser``.
+
     Raises:
-        SystemExit: after printing help (code 0) or usage and the error (code 2).
+        SystemExit: after printing help (code 0) or the error and a usage line (code 2).
     """
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    args, unknown = build_parser(argv[0] if argv else None, prog=prog).parse_known_args(argv)
+    subparser: argparse.ArgumentParser = args.subparser
+    if unknown:  # argparse itself would blame the top-level command, not the subcommand
+        # repr() for a word with a newline or the like: the error stays one line.
+        words = (word if word.isprintable() else repr(word) for word in unknown)
+        subparser.error(f"unrecognized arguments: {' '.join(words)}")
     _restore_double_dash(args)
     try:
         if args.command == "server":
+            if _tls_without_tcp(args):
+                subparser.error(
+                    "argument --tls-cert/--tls-key: TLS is for TCP listeners only, and only"
+                    " --unix is given; add --tcp [HOST:]PORT, or leave TLS out"
+                )
             given = args.unix or args.tcp or args.fd
             return Command(_server_config(args), args.log_level, args.log_format, not given)
         return Command(_client_config(args))
     except (TypeError, ValueError) as exc:  # what no single option can check alone
-        subparser: argparse.ArgumentParser = args.subparser
         subparser.error(str(exc))
+
+
+def _tls_without_tcp(args: argparse.Namespace) -> bool:
+    """TLS options, but only ``--unix`` to listen on: TLS would silently apply to nothing.
+
+    Sockets from ``--fd`` or systemd may be TCP; which they are is known only once
+    they are adopted, and the server warns then.
+    """
+    tls = args.tls_cert is not None or args.tls_key is not None
+    return tls and bool(args.unix) and not (args.tcp or args.fd)
 
 
 def _restore_double_dash(args: argparse.Namespace) -> None:

@@ -23,10 +23,12 @@ import trio
 from .access import AccessPolicy, PeerCredentials, policy_for
 from .connection import serve_stream_client
 from .door import ClientSlots, Context, Door
-from .fastpath import reap_idle, serve_plain_client
+from .fastpath import serve_plain_client
 from .listeners import Listener, open_listeners
+from .reaper import reap_idle
 from .stats import Counters, ServerStats
 from .tls import server_context
+from .words import counted
 
 if TYPE_CHECKING:
     from .config import Address, ServerConfig
@@ -149,7 +151,11 @@ async def serve(
                 for listener in listeners:
                     listener.close()
                 active = server.active_clients
-                _log.info("stopped accepting; %d clients have %ss to finish", active, config.grace)
+                _log.info(
+                    "stopped accepting; %s %ss to finish",
+                    counted(active, "client has", "clients have"),
+                    config.grace,
+                )
                 if active:
                     clients.cancel_scope.deadline = trio.current_time() + config.grace
                 else:
@@ -241,9 +247,9 @@ async def _accept_loop(listener: Listener, clients: trio.Nursery, context: Conte
             counters.accepted += 1
             if failures.pending:
                 _log.warning(
-                    "accept on %s works again, after %d more failures",
+                    "accept on %s works again, after %s",
                     listener.address,
-                    failures.unreported(),
+                    counted(failures.unreported(), "more failure"),
                 )
             conn.setblocking(False)
             if is_unix:
@@ -302,9 +308,9 @@ async def _accept_failed(
     counters.accept_errors += 1
     if count := failures.due():
         _log.warning(
-            "accept on %s failed %d times: %s; retrying",
+            "accept on %s failed %s: %s; retrying",
             listener.address,
-            count,
+            counted(count, "time"),
             exc.strerror,
         )
     await trio.sleep(ACCEPT_BACKOFF)

@@ -46,10 +46,16 @@ class Tally:
     received: int = 0
     sent: int = 0
     alive: float = 0.0
-    """When the client last sent or read anything (the fast path keeps it)."""
+    """When the client last sent or read anything: the end of its task's last wait,
+    or its last byte moved; ``math.inf`` while the server works for it (``--delay``)."""
     watched: socket.socket | None = None
-    """The socket the idle reaper closes once ``alive`` is too old; ``None`` for
-    clients that keep their own idle deadline (TLS, ``--once``, ``--delay``)."""
+    """The socket the idle reaper wakes (``notify_closing``) once ``alive`` is too old."""
+    unsent: int | None = None
+    """While its task waits for room to send: the bytes the client had not taken yet
+    when the wait began (``reaper.unsent_bytes``, -1 if unknown), so that its taking
+    some is a sign of life; ``None`` while its task does not wait to send."""
+    idle: bool = False
+    """The reaper dropped it for idleness: every call on its stream fails from then on."""
 
 
 @attrs.define(eq=False)

@@ -1,0 +1,198 @@
+"""A client's socket as a Trio stream, every byte moved a sign of life.
+
+The idle timeout promises to drop a client that "neither sends nor reads" for
+so long.  A deadline moved after each whole ``receive_some`` or ``send_all``
+breaks that promise wherever one call spans many system calls: a 64 KiB reply
+to a client that reads 4 KiB at a time, or a 16 KiB TLS record arriving 300
+bytes at a time, looks idle although bytes move all along.  So this stream
+notes the time after every ``recv`` and ``send`` that moved a byte
+(``Tally.alive``), and ``reaper.reap_idle`` (the same task that watches the
+fast path's clients) drops those whose last sign of life is too old: their
+pending call raises ``trio.ClosedResourceError``, and so does every call after.
+
+It behaves as ``trio.SocketStream`` (it passes Trio's own stream conformance
+checks, every call a checkpoint), but tries each system call before waiting,
+as ``fastpath`` does, and owns no Trio socket object.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from .reaper import unsent_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .stats import Tally
+
+#: Trio's own ``receive_some`` default: one read drains most socket buffers.
+RECEIVE_SIZE: Final = 65536
+
+# These mean the socket itself was closed under us, not that the peer went away.
+_CLOSED_ERRNOS: Final = frozenset({errno.EBADF, errno.ENOTSOCK})
+
+
+class WatchedStream(trio.abc.HalfCloseableStream):
+    """A connected, non-blocking socket as a half-closeable stream that keeps a ``Tally``.
+
+    Args:
+        sock: The client's socket, non-blocking.  ``aclose`` closes it.
+        tally: The client's figures: ``alive`` moves with every byte either way,
+            and, with ``count``, ``received``/``sent`` add up the bytes moved.
+        clock: Trio's clock.
+        count: Count bytes in ``tally``; off when a layer above (TLS) counts the
+            bytes its user sees instead of the bytes on the wire.
+
+    Error handling:
+        An OS error on the socket (a reset, a broken pipe) raises
+        ``trio.BrokenResourceError`` from it.  A client dropped as idle, or a
+        stream closed by ``aclose``, raises ``trio.ClosedResourceError``, in the
+        call that was waiting and in every call after.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        tally: Tally,
+        clock: Callable[[], float],
+        *,
+        count: bool = True,
+    ) -> None:
+        self.socket = sock
+        self._tally = tally
+        self._clock = clock
+        self._count = count
+        self._closed = False
+        self._eof_sent = False
+        self._sending = False
+        self._receiving = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("this stream was closed")
+        if self._tally.idle:
+            raise trio.ClosedResourceError("the client was dropped for idleness")
+
+    async def _wait(
+        self, wait: Callable[[socket.socket], Awaitable[None]], *, sending: bool
+    ) -> None:
+        """Wait until the socket is ready; the reaper's drop raises ClosedResourceError."""
+        tally = self._tally
+        if sending:  # the client taking bytes is a sign of life (see reaper)
+            tally.unsent = unsent_bytes(self.socket)
+        try:
+            await wait(self.socket)
+        finally:
+            tally.unsent = None
+        self._check_open()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._check_open()
+            if self._eof_sent:
+                raise trio.ClosedResourceError("cannot send after sending EOF")
+            waited = False
+            with memoryview(data) as view:
+                while view:
+                    try:
+                        sent = self.socket.send(view)
+                    except BlockingIOError:
+                        waited = True
+                        await self._wait(trio.lowlevel.wait_writable, sending=True)
+                        continue
+                    except OSError as exc:
+                        raise self._translate(exc) from exc
+                    self._moved(sent, sending=True)
+                    view = view[sent:]
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            self._check_open()
+            await self._wait(trio.lowlevel.wait_writable, sending=True)
+        finally:
+            self._sending = False
+
+    async def send_eof(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            await trio.lowlevel.checkpoint()
+            self._check_open()
+            if self._eof_sent:
+                return
+            self._eof_sent = True
+            try:
+                self.socket.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                raise self._translate(exc) from exc
+        finally:
+            self._sending = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if max_bytes is None:
+            max_bytes = RECEIVE_SIZE
+        elif max_bytes < 1:
+            raise ValueError(f"max_bytes must be 1 or more, not {max_bytes!r}")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        self._receiving = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._check_open()
+            waited = False
+            while True:
+                try:
+                    data = self.socket.recv(max_bytes)
+                except BlockingIOError:
+                    waited = True
+                    await self._wait(trio.lowlevel.wait_readable, sending=False)
+                    continue
+                except OSError as exc:
+                    raise self._translate(exc) from exc
+                break
+            self._moved(len(data), sending=False)
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+        finally:
+            self._receiving = False
+
+    def _moved(self, size: int, *, sending: bool) -> None:
+        tally = self._tally
+        tally.alive = self._clock()
+        if self._count:
+            if sending:
+                tally.sent += size
+            else:
+                tally.received += size
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self.socket.fileno() != -1:
+                # Wakes a task blocked on this socket with ClosedResourceError.
+                trio.lowlevel.notify_closing(self.socket)
+                self.socket.close()
+        await trio.lowlevel.checkpoint()
+
+    def _translate(self, exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
+        if exc.errno in _CLOSED_ERRNOS or self.socket.fileno() == -1:
+            return trio.ClosedResourceError("this stream was closed")
+        return trio.BrokenResourceError(f"socket connection broken: {exc.strerror or exc}")
