@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from trio_sock import Server, ServerConfig, serve
-from trio_sock.config import Address, TcpAddress, UnixAddress, parse_address
+from trio_sock.config.addresses import Address, TcpAddress, UnixAddress, parse_address
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence

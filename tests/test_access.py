@@ -20,7 +20,7 @@ import trio.testing
 
 from tests.helpers import start_in
 from trio_sock import ServerConfig, TcpAddress, UnixAddress
-from trio_sock.access import AccessPolicy, PeerCredentials, policy_for
+from trio_sock.server.peers import AccessPolicy, PeerCredentials, policy_for
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -53,7 +53,7 @@ from tests.helpers import (
     unprivileged,
     wait_for_log,
 )
-from trio_sock.config import Address, TcpAddress, UnixAddress
+from trio_sock.config.addresses import Address, TcpAddress, UnixAddress
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -427,7 +427,7 @@ def test_a_usage_error_comes_first_naming_the_subcommand_then_one_short_usage_li
 def test_usage_errors_name_the_program_as_it_was_run(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv0: str, prog: str
 ) -> None:
-    from trio_sock.options import parse
+    from trio_sock.cli.options import parse
 
     monkeypatch.setattr(sys, "argv", [argv0, "server", "--bogus"])
     with pytest.raises(SystemExit) as exited:
@@ -439,7 +439,7 @@ def test_usage_errors_name_the_program_as_it_was_run(
 def test_a_caller_may_name_the_program_for_usage_errors(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from trio_sock.options import parse
+    from trio_sock.cli.options import parse
 
     with pytest.raises(SystemExit):
         parse(["client", "--bogus"], prog="my-tool")
@@ -1166,7 +1166,8 @@ def test_a_signal_while_starting_ends_the_server_quietly_before_it_binds(
 ) -> None:
     # What ``python -m trio_sock`` does first; run in-process so that the
     # signal surely lands while the program is starting.
-    from trio_sock import _early_signals, cli
+    from trio_sock.cli import early_signals as _early_signals
+    from trio_sock.cli import main as cli
 
     package_log = logging.getLogger("trio_sock")
     saved = (package_log.handlers[:], package_log.level, package_log.propagate)

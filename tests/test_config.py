@@ -9,14 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_sock.config import (
-    DEFAULT_ADDRESSES,
-    ClientConfig,
-    ServerConfig,
-    TcpAddress,
-    UnixAddress,
-    parse_address,
-)
+from trio_sock.config.addresses import TcpAddress, UnixAddress, parse_address
+from trio_sock.config.client import ClientConfig
+from trio_sock.config.server import DEFAULT_ADDRESSES, ServerConfig
 
 
 def test_a_unix_path_prints_as_unix_colon_path_and_binds_as_given() -> None:

@@ -22,10 +22,10 @@ import trio.testing
 
 from tests.helpers import open_stream
 from trio_sock import Server, ServerConfig, TcpAddress, UnixAddress, serve
-from trio_sock.departures import PER_SECOND, DepartureLog
+from trio_sock.server.departures import PER_SECOND, DepartureLog
 
 if TYPE_CHECKING:
-    from trio_sock.config import Address
+    from trio_sock.config.addresses import Address
 
 #: More clients than are logged one by one in a second: the rest make a summary.
 CROWD = PER_SECOND + 50

@@ -30,16 +30,16 @@ import trio.testing
 from tests.helpers import IO_TIMEOUT, address_of, open_stream, start_in
 from tests.helpers import connect as connect_blocking
 from trio_sock import ServerConfig, UnixAddress, increment
-from trio_sock.door import EOF, IDLE_TIMEOUT, SHUTDOWN, ClientSlots, Context, Door
-from trio_sock.fastpath import EAGER_PROBE, FAIRNESS_BATCH, RECEIVE_SIZE, serve_plain_client
-from trio_sock.reaper import reap_idle, reap_step
-from trio_sock.server import ACCEPT_BATCH
-from trio_sock.stats import Counters, Tally
+from trio_sock.server.clients import EOF, IDLE_TIMEOUT, SHUTDOWN, ClientSlots, Context, Door
+from trio_sock.server.fast import EAGER_PROBE, FAIRNESS_BATCH, RECEIVE_SIZE, serve_plain_client
+from trio_sock.server.reaper import reap_idle, reap_step
+from trio_sock.server.serve import ACCEPT_BATCH
+from trio_sock.server.stats import Counters, Tally
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-    from trio_sock.config import Address
+    from trio_sock.config.addresses import Address
 
 #: The size of a socket buffer that a 64 KiB reply cannot fit in at once: the
 #: kernel doubles it and rounds it up to its minimum, a few KiB either way.

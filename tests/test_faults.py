@@ -50,7 +50,7 @@ from tests.helpers import (
     run_client,
     wait_for_log,
 )
-from trio_sock.config import Address, TcpAddress, UnixAddress
+from trio_sock.config.addresses import Address, TcpAddress, UnixAddress
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -98,7 +98,7 @@ def reply(offset: int, size: int) -> bytes:
 #: by which plain starts differ: a race that really is one.
 GATED_SERVER: Final = """\
 import runpy, sys
-import trio, trio_sock.cli, trio_sock.listeners, trio_sock.server
+import trio, trio_sock.cli.main, trio_sock.listen.listeners, trio_sock.server.serve
 print("at the gate", flush=True)
 sys.stdin.buffer.read(1)
 runpy.run_module("trio_sock", run_name="__main__", alter_sys=True)

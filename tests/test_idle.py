@@ -21,9 +21,9 @@ import trio.testing
 
 from tests.helpers import address_of, connect, open_stream, start_in
 from trio_sock import increment
-from trio_sock.reaper import REAP_STEP_MIN, reap_idle
-from trio_sock.stats import Tally
-from trio_sock.watched_stream import WatchedStream
+from trio_sock.server.reaper import REAP_STEP_MIN, reap_idle
+from trio_sock.server.stats import Tally
+from trio_sock.server.watched_stream import WatchedStream
 
 if TYPE_CHECKING:
     from tests.helpers import Processes

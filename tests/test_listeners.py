@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import unprivileged
-from trio_sock.config import ServerConfig, TcpAddress, UnixAddress
+from trio_sock.config.addresses import TcpAddress, UnixAddress
+from trio_sock.config.server import ServerConfig
 from trio_sock.errors import ListenError
-from trio_sock.listeners import (
+from trio_sock.listen.listeners import (
     SUN_PATH_MAX,
     Listener,
     open_listeners,
@@ -173,7 +174,7 @@ def test_a_lock_unlinked_by_its_holder_is_not_trusted(
             (short_tmp / "sock.lock").write_text("")
         real_flock(fd, operation)
 
-    monkeypatch.setattr("trio_sock.lockfile.fcntl.flock", flock_after_a_swap)
+    monkeypatch.setattr("trio_sock.listen.lockfile.fcntl.flock", flock_after_a_swap)
     listener = open_unix_listener(UnixAddress(str(path)))
     try:
         held = os.fstat(listener._lock._fd)  # type: ignore[union-attr]
@@ -216,7 +217,7 @@ def test_a_group_the_server_may_not_use_is_explained(short_tmp: Path) -> None:
     # As root, a child without capabilities stands in for an ordinary user.
     short_tmp.chmod(0o777)
     code = (
-        "import sys; from trio_sock.listeners import open_unix_listener;"
+        "import sys; from trio_sock.listen.listeners import open_unix_listener;"
         "from trio_sock import UnixAddress, ListenError\n"
         "try: open_unix_listener(UnixAddress(sys.argv[1]), group=4242)\n"
         "except ListenError as e: print(e); sys.exit(3)"
@@ -610,9 +611,9 @@ def test_a_private_directory_swapped_for_a_symlink_is_never_followed(
 def test_without_proc_the_server_refuses_rather_than_bind_by_name(
     short_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import trio_sock.private_dir
+    import trio_sock.listen.private_dir
 
-    monkeypatch.setattr(trio_sock.private_dir, "PROC_FDS", str(short_tmp / "no-proc"))
+    monkeypatch.setattr(trio_sock.listen.private_dir, "PROC_FDS", str(short_tmp / "no-proc"))
     with pytest.raises(ListenError, match="/proc is not mounted"):
         open_unix_listener(UnixAddress(str(short_tmp / "sock")))
     assert list(short_tmp.iterdir()) == []
@@ -646,7 +647,7 @@ def test_close_removes_our_file_after_its_metadata_changed(
 
 def diag_message(kind: int, body: bytes, sequence: int = 1) -> bytes:
     """One netlink message as the kernel frames it, padded to 4 bytes."""
-    from trio_sock.unix_diag import HEADER
+    from trio_sock.listen.unix_diag import HEADER
 
     length = HEADER.size + len(body)
     return HEADER.pack(length, kind, 2, sequence, 0) + body + b"\0" * (-length % 4)
@@ -654,7 +655,13 @@ def diag_message(kind: int, body: bytes, sequence: int = 1) -> bytes:
 
 def diag_socket(inode: int, device: int) -> bytes:
     """A SOCK_DIAG_BY_FAMILY answer about one listening socket, with its VFS attribute."""
-    from trio_sock.unix_diag import ATTRIBUTE, MESSAGE, SOCK_DIAG_BY_FAMILY, UNIX_DIAG_VFS, VFS
+    from trio_sock.listen.unix_diag import (
+        ATTRIBUTE,
+        MESSAGE,
+        SOCK_DIAG_BY_FAMILY,
+        UNIX_DIAG_VFS,
+        VFS,
+    )
 
     vfs = ATTRIBUTE.pack(ATTRIBUTE.size + VFS.size, UNIX_DIAG_VFS) + VFS.pack(inode, device)
     # UNIX_DIAG_SHUTDOWN: 1 byte, padded to 4; first, so that the padding must be skipped.
@@ -664,7 +671,7 @@ def diag_socket(inode: int, device: int) -> bytes:
 
 
 def test_the_sock_diag_parser_reads_each_listening_files_device_and_inode() -> None:
-    from trio_sock.unix_diag import parse
+    from trio_sock.listen.unix_diag import parse
 
     found: set[tuple[int, int]] = set()
     first = diag_socket(2147444, 254 << 20) + diag_socket(7, 1 << 20 | 3)
@@ -683,14 +690,14 @@ def test_the_sock_diag_parser_reads_each_listening_files_device_and_inode() -> N
     ],
 )
 def test_the_sock_diag_parser_refuses_a_malformed_answer(data: bytes, error: str) -> None:
-    from trio_sock.unix_diag import UnixDiagError, parse
+    from trio_sock.listen.unix_diag import UnixDiagError, parse
 
     with pytest.raises(UnixDiagError, match=error):
         parse(data, set())
 
 
 def test_the_sock_diag_parser_refuses_a_short_vfs_attribute_and_reports_kernel_errors() -> None:
-    from trio_sock.unix_diag import (
+    from trio_sock.listen.unix_diag import (
         ATTRIBUTE,
         MESSAGE,
         SOCK_DIAG_BY_FAMILY,
@@ -712,7 +719,7 @@ def test_the_sock_diag_parser_refuses_a_short_vfs_attribute_and_reports_kernel_e
 
 
 def test_a_files_key_uses_the_kernels_device_encoding(short_tmp: Path) -> None:
-    from trio_sock.unix_diag import file_key, listening_files
+    from trio_sock.listen.unix_diag import file_key, listening_files
 
     path = short_tmp / "sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as live:
@@ -732,12 +739,12 @@ def test_a_files_key_uses_the_kernels_device_encoding(short_tmp: Path) -> None:
 def test_without_sock_diag_a_live_server_is_still_found_by_connecting(
     short_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import trio_sock.unix_diag
+    import trio_sock.listen.unix_diag
 
     def refused() -> set[tuple[int, int]]:
         raise PermissionError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(trio_sock.unix_diag, "listening_files", refused)
+    monkeypatch.setattr(trio_sock.listen.unix_diag, "listening_files", refused)
     path = short_tmp / "sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
         other.bind(str(path))
@@ -785,7 +792,7 @@ def test_a_path_may_hold_any_byte_but_control_characters() -> None:
 def test_a_workers_role_carries_a_path_that_is_not_utf_8_losslessly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from trio_sock.lifeline import WORKER_ENV, WorkerRole
+    from trio_sock.workers.worker import WORKER_ENV, WorkerRole
 
     addresses: dict[int, UnixAddress | TcpAddress] = {
         3: UnixAddress("/tmp/d/\udcffsock"),
@@ -810,7 +817,7 @@ def test_a_workers_role_carries_a_path_that_is_not_utf_8_losslessly(
 )
 def test_a_malformed_worker_address_is_refused(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
     from trio_sock.errors import WorkerError
-    from trio_sock.lifeline import WORKER_ENV, WorkerRole
+    from trio_sock.workers.worker import WORKER_ENV, WorkerRole
 
     monkeypatch.setenv(WORKER_ENV, text)
     with pytest.raises(WorkerError, match="malformed"):

@@ -27,7 +27,7 @@ import attrs
 import pytest
 
 from tests.helpers import ServerProcess, assert_no_traceback, start_server
-from trio_sock.config import TcpAddress, UnixAddress
+from trio_sock.config.addresses import TcpAddress, UnixAddress
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence

@@ -30,15 +30,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import assert_no_traceback, run_cli
-from trio_sock import cli
-from trio_sock.config import (
-    DEFAULT_ADDRESSES,
-    Address,
-    ClientConfig,
-    ServerConfig,
-    TcpAddress,
-    UnixAddress,
-)
+from trio_sock.cli import main as cli
+from trio_sock.config.addresses import Address, TcpAddress, UnixAddress
+from trio_sock.config.client import ClientConfig
+from trio_sock.config.server import DEFAULT_ADDRESSES, ServerConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence

@@ -20,11 +20,10 @@ import pytest
 import trio
 import trio.testing
 
-import trio_sock.connection
-import trio_sock.fastpath
-import trio_sock.listeners
-import trio_sock.server
-import trio_sock.stats
+import trio_sock.listen.listeners
+import trio_sock.server.fast
+import trio_sock.server.stats
+import trio_sock.server.stream
 from tests.helpers import address_of, open_stream, start_in
 from trio_sock import (
     ListenError,
@@ -35,11 +34,11 @@ from trio_sock import (
     increment,
     serve,
 )
-from trio_sock.fastpath import RECEIVE_SIZE
+from trio_sock.server.fast import RECEIVE_SIZE
 
 if TYPE_CHECKING:
-    from trio_sock.config import Address
-    from trio_sock.door import Door
+    from trio_sock.config.addresses import Address
+    from trio_sock.server.clients import Door
 
 
 def present(path: Path) -> bool:
@@ -169,7 +168,7 @@ async def test_once_mode_frees_the_slot_of_a_client_that_keeps_its_side_open(
         assert await stream.receive_some(1) == b""  # the server's EOF comes with the reply
         await trio.testing.wait_all_tasks_blocked()
         assert server.active_clients == 1  # still discarding what we might send
-        await trio.sleep(trio_sock.connection.LINGER_TIME)
+        await trio.sleep(trio_sock.server.stream.LINGER_TIME)
         await trio.testing.wait_all_tasks_blocked()
         assert server.active_clients == 0
 
@@ -385,7 +384,7 @@ async def test_accepted_tcp_clients_have_nagle_off_and_every_client_is_non_block
     # TCP_NODELAY is set once, on the listener: Linux copies it to each accepted
     # socket.  Were it not copied, replies after the first could wait on an ACK.
     seen: list[tuple[int, int | None, bool]] = []
-    real = trio_sock.fastpath.serve_plain_client
+    real = trio_sock.server.fast.serve_plain_client
 
     async def noting(conn: socket.socket, peer: object, number: int, door: Door) -> None:
         nodelay = None
@@ -394,7 +393,7 @@ async def test_accepted_tcp_clients_have_nagle_off_and_every_client_is_non_block
         seen.append((conn.family, nodelay, conn.getblocking()))
         await real(conn, peer, number, door)
 
-    monkeypatch.setattr("trio_sock.server.serve_plain_client", noting)
+    monkeypatch.setattr("trio_sock.server.serve.serve_plain_client", noting)
     server = await start_in(nursery, server_config)
     for transport in ("unix", "tcp"):
         stream = await open_stream(address_of(server, transport))
@@ -462,7 +461,7 @@ async def test_a_bug_in_one_client_task_ends_only_that_client(
         raise RuntimeError("boom")
 
     other = await open_stream(server.addresses[1])
-    monkeypatch.setattr(trio_sock.fastpath, "increment", broken)
+    monkeypatch.setattr(trio_sock.server.fast, "increment", broken)
     victim = await open_stream(server.addresses[0])
     async with victim:
         await victim.send_all(b"A")
@@ -548,7 +547,7 @@ async def test_running_out_of_descriptors_is_survived_and_logged_without_a_flood
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     failing: list[_AcceptFailing] = []
-    real_open = trio_sock.listeners.open_listeners
+    real_open = trio_sock.listen.listeners.open_listeners
 
     async def open_failing(config: ServerConfig) -> list[Any]:
         listeners = await real_open(config)
@@ -557,7 +556,7 @@ async def test_running_out_of_descriptors_is_survived_and_logged_without_a_flood
             failing.append(listener.socket)  # type: ignore[arg-type]
         return listeners
 
-    monkeypatch.setattr("trio_sock.server.open_listeners", open_failing)
+    monkeypatch.setattr("trio_sock.server.serve.open_listeners", open_failing)
     caplog.set_level(logging.WARNING, logger="trio_sock.server")
     async with trio.open_nursery() as nursery:
         server = await start_in(nursery, server_config)
@@ -580,7 +579,7 @@ async def test_a_connection_that_dies_in_the_listen_queue_is_skipped(
 ) -> None:
     # Linux passes a queued connection's own error (a reset, a timeout, a
     # firewall) through accept(): it must cost that connection only.
-    real_open = trio_sock.listeners.open_listeners
+    real_open = trio_sock.listen.listeners.open_listeners
 
     class _FailsOnce(_AcceptFailing):
         def accept(self) -> tuple[socket.socket, Any]:
@@ -594,7 +593,7 @@ async def test_a_connection_that_dies_in_the_listen_queue_is_skipped(
         listeners[0].socket = _FailsOnce(listeners[0].socket, 1)  # type: ignore[assignment]
         return listeners
 
-    monkeypatch.setattr("trio_sock.server.open_listeners", open_failing)
+    monkeypatch.setattr("trio_sock.server.serve.open_listeners", open_failing)
     async with trio.open_nursery() as nursery:
         server = await start_in(nursery, server_config)
         for _ in range(2):
@@ -610,11 +609,11 @@ async def test_the_stream_path_is_cancelled_promptly_while_blocked_on_a_peer_tha
     # A lockstep stream is a peer with no buffer at all: send_all blocks until
     # the other side reads, which this one never does.
     server_side, client_side = trio.testing.lockstep_stream_pair()
-    tally = trio_sock.stats.Tally(0.0)
+    tally = trio_sock.server.stats.Tally(0.0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client_side.send_all, b"A" * 10)
         with trio.move_on_after(3) as scope:
-            await trio_sock.connection._reply_over_stream(
+            await trio_sock.server.stream._reply_over_stream(
                 server_side, ServerConfig(), tally, counted=False
             )
         nursery.cancel_scope.cancel()
@@ -625,7 +624,7 @@ async def test_the_stream_path_is_cancelled_promptly_while_blocked_on_a_peer_tha
 
 async def test_the_stream_path_counts_what_it_relayed_and_ends_on_eof() -> None:
     server_side, client_side = trio.testing.memory_stream_pair()
-    tally = trio_sock.stats.Tally(0.0)
+    tally = trio_sock.server.stats.Tally(0.0)
     config = ServerConfig()
 
     async def client() -> None:
@@ -635,7 +634,7 @@ async def test_the_stream_path_counts_what_it_relayed_and_ends_on_eof() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
-        reason = await trio_sock.connection._reply_over_stream(
+        reason = await trio_sock.server.stream._reply_over_stream(
             server_side, config, tally, counted=False
         )
         assert reason == "eof"

@@ -220,10 +220,10 @@ def test_a_worker_hung_up_on_its_own_stops_gracefully_and_is_replaced(
 #: lands while the program starts, before Trio watches signals.
 SIGNALLED_WHILE_STARTING: Final = """
 import os, sys
-from trio_sock import _early_signals
-_early_signals.hold()
+from trio_sock.cli import early_signals
+early_signals.hold()
 os.kill(os.getpid(), int(sys.argv[1]))
-from trio_sock.cli import main
+from trio_sock.cli.main import main
 sys.exit(main(sys.argv[2:]))
 """
 

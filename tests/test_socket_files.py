@@ -39,7 +39,7 @@ from tests.helpers import (
     read_line,
     run_cli,
 )
-from trio_sock.config import UnixAddress
+from trio_sock.config.addresses import UnixAddress
 
 # --- a symlink swapped in while the server binds --------------------------------------------------
 

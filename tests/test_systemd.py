@@ -54,7 +54,7 @@ from tests.helpers import (
     run_cli,
     wait_for_log,
 )
-from trio_sock.config import TcpAddress, UnixAddress
+from trio_sock.config.addresses import TcpAddress, UnixAddress
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -858,8 +858,8 @@ def test_the_example_service_is_rated_safe_by_systemd_analyze_security(
 def test_listen_fds_reads_the_sockets_and_names_then_forgets_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from trio_sock.config import ListenFd
-    from trio_sock.systemd import listen_fds
+    from trio_sock.config.server import ListenFd
+    from trio_sock.listen.systemd import listen_fds
 
     monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
     monkeypatch.setenv("LISTEN_FDS", "3")
@@ -902,7 +902,7 @@ def systemd_log() -> Iterator[list[logging.LogRecord]]:
     [("0", 0), ("3", 3), ("007", 7), ("4194304", 4194304), ("2147483647", 2147483647)],
 )
 def test_ascii_int_reads_plain_ascii_digits(text: str, value: int) -> None:
-    from trio_sock.systemd import _ascii_int
+    from trio_sock.listen.systemd import _ascii_int
 
     assert _ascii_int(text) == value
 
@@ -916,7 +916,7 @@ def test_ascii_int_reads_plain_ascii_digits(text: str, value: int) -> None:
 )  # fmt: skip
 def test_ascii_int_refuses_everything_but_one_to_ten_ascii_digits(text: str) -> None:
     # "²".isdigit() is true and int("٣") is 3: neither is a number systemd writes.
-    from trio_sock.systemd import _ascii_int
+    from trio_sock.listen.systemd import _ascii_int
 
     assert _ascii_int(text) is None
 
@@ -950,7 +950,7 @@ def test_listen_fds_not_ours_or_malformed_are_ignored_with_one_warning_and_forgo
     variables: dict[str, str],
     why: tuple[str, ...],
 ) -> None:
-    from trio_sock.systemd import listen_fds
+    from trio_sock.listen.systemd import listen_fds
 
     for name, value in {**variables, "LISTEN_FDNAMES": "a:b"}.items():
         monkeypatch.setenv(name, str(os.getpid()) if value == "self" else value)
@@ -967,7 +967,7 @@ def test_listen_fds_not_ours_or_malformed_are_ignored_with_one_warning_and_forgo
 def test_a_megabyte_long_malformed_value_is_cut_short_in_its_warning(
     monkeypatch: pytest.MonkeyPatch, systemd_log: list[logging.LogRecord]
 ) -> None:
-    from trio_sock.systemd import listen_fds
+    from trio_sock.listen.systemd import listen_fds
 
     monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
     monkeypatch.setenv("LISTEN_FDS", "7" * 1_000_000)
@@ -982,7 +982,7 @@ def test_a_megabyte_long_malformed_value_is_cut_short_in_its_warning(
 def test_no_activation_variables_is_no_activation_and_no_warning(
     monkeypatch: pytest.MonkeyPatch, systemd_log: list[logging.LogRecord]
 ) -> None:
-    from trio_sock.systemd import listen_fds
+    from trio_sock.listen.systemd import listen_fds
 
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         monkeypatch.delenv(name, raising=False)
@@ -996,9 +996,9 @@ def test_no_activation_variables_is_no_activation_and_no_warning(
 def test_listen_fds_takes_descriptors_up_to_the_open_file_limit_and_not_one_more(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from trio_sock.config import ListenFd
+    from trio_sock.config.server import ListenFd
     from trio_sock.errors import ListenError
-    from trio_sock.systemd import listen_fds
+    from trio_sock.listen.systemd import listen_fds
 
     monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
     monkeypatch.setenv("LISTEN_FDS", "5")
@@ -1015,7 +1015,7 @@ def test_the_default_limit_is_this_processs_open_file_soft_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from trio_sock.errors import ListenError
-    from trio_sock.systemd import listen_fds
+    from trio_sock.listen.systemd import listen_fds
 
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
@@ -1028,7 +1028,7 @@ def test_a_huge_count_is_refused_before_anything_is_built_for_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from trio_sock.errors import ListenError
-    from trio_sock.systemd import listen_fds
+    from trio_sock.listen.systemd import listen_fds
 
     monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
     monkeypatch.setenv("LISTEN_FDS", str(HUGE_COUNT))
@@ -1043,7 +1043,7 @@ def test_a_huge_count_is_refused_before_anything_is_built_for_it(
 
 
 def test_a_notify_socket_nobody_reads_never_blocks_the_sender(short_tmp: Path) -> None:
-    from trio_sock.systemd import Notifier
+    from trio_sock.listen.systemd import Notifier
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as deaf:
         deaf.bind(str(short_tmp / "notify"))

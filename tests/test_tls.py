@@ -61,7 +61,7 @@ from trio_sock import (
     send_char,
     serve,
 )
-from trio_sock.fastpath import RECEIVE_SIZE
+from trio_sock.server.fast import RECEIVE_SIZE
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator

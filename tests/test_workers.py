@@ -42,11 +42,12 @@ from tests.helpers import (
 )
 from tests.test_cli import assert_usage_error
 from tests.test_systemd import free_tcp_port, needs_socket_activate, socket_activate
-from trio_sock.config import ListenFd, ServerConfig, TcpAddress, UnixAddress
+from trio_sock.cli.options import parse, server_arguments
+from trio_sock.config.addresses import TcpAddress, UnixAddress
+from trio_sock.config.server import ListenFd, ServerConfig
 from trio_sock.errors import ListenError
-from trio_sock.lifeline import Lifeline, Order, WorkerRole
-from trio_sock.listeners import adopt_listener, open_reuse_port_copy, open_tcp_listeners
-from trio_sock.options import parse, server_arguments
+from trio_sock.listen.listeners import adopt_listener, open_reuse_port_copy, open_tcp_listeners
+from trio_sock.workers.worker import Lifeline, Order, WorkerRole
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -13,51 +13,54 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from ._version import __version__ as __version__
+from trio_sock._version import __version__ as __version__
 
 if TYPE_CHECKING:
     from .client import exchange as exchange
     from .client import open_stream as open_stream
     from .client import send_char as send_char
-    from .config import Address as Address
-    from .config import ClientConfig as ClientConfig
-    from .config import ServerConfig as ServerConfig
-    from .config import TcpAddress as TcpAddress
-    from .config import UnixAddress as UnixAddress
-    from .config import parse_address as parse_address
+    from .config.addresses import Address as Address
+    from .config.addresses import TcpAddress as TcpAddress
+    from .config.addresses import UnixAddress as UnixAddress
+    from .config.addresses import parse_address as parse_address
+    from .config.client import ClientConfig as ClientConfig
+    from .config.server import ServerConfig as ServerConfig
     from .errors import ClientTimeoutError as ClientTimeoutError
     from .errors import ConnectError as ConnectError
     from .errors import ListenError as ListenError
     from .errors import ProtocolError as ProtocolError
     from .errors import TrioSockError as TrioSockError
     from .protocol import increment as increment
-    from .server import Server as Server
-    from .server import serve as serve
-    from .stats import ServerStats as ServerStats
+    from .server.serve import Server as Server
+    from .server.serve import serve as serve
+    from .server.stats import ServerStats as ServerStats
 
 # Each name is imported from its module on first use: ``python -m trio_sock``
 # can then take charge of signals before Trio is imported, and a program
-# that only uses the client never imports the server.
+# that only uses the client never imports the server.  The block above says
+# the same to type checkers; tests/test_packaging.py checks that the two agree.
 _EXPORTS = {
     "exchange": "client",
     "open_stream": "client",
     "send_char": "client",
-    "Address": "config",
-    "ClientConfig": "config",
-    "ServerConfig": "config",
-    "TcpAddress": "config",
-    "UnixAddress": "config",
-    "parse_address": "config",
+    "Address": "config.addresses",
+    "TcpAddress": "config.addresses",
+    "UnixAddress": "config.addresses",
+    "parse_address": "config.addresses",
+    "ClientConfig": "config.client",
+    "ServerConfig": "config.server",
     "ClientTimeoutError": "errors",
     "ConnectError": "errors",
     "ListenError": "errors",
     "ProtocolError": "errors",
     "TrioSockError": "errors",
     "increment": "protocol",
-    "Server": "server",
-    "serve": "server",
-    "ServerStats": "stats",
+    "Server": "server.serve",
+    "serve": "server.serve",
+    "ServerStats": "server.stats",
 }
+
+__all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> object:
@@ -72,26 +75,3 @@ def __getattr__(name: str) -> object:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
-
-__all__ = [
-    "Address",
-    "ClientConfig",
-    "ClientTimeoutError",
-    "ConnectError",
-    "ListenError",
-    "ProtocolError",
-    "Server",
-    "ServerConfig",
-    "ServerStats",
-    "TcpAddress",
-    "TrioSockError",
-    "UnixAddress",
-    "__version__",
-    "exchange",
-    "increment",
-    "open_stream",
-    "parse_address",
-    "send_char",
-    "serve",
-]

@@ -2,13 +2,13 @@
 
 from typing import NoReturn
 
-from trio_sock import _early_signals
+from trio_sock.cli import early_signals
 
 
 def run() -> NoReturn:
     """Take charge of signals first, then import and run the command line."""
-    _early_signals.hold()
-    from trio_sock.cli import main_exit
+    early_signals.hold()
+    from trio_sock.cli.main import main_exit
 
     main_exit()
 

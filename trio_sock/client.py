@@ -12,21 +12,17 @@ import os
 import socket
 import ssl
 import stat
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
-from .config import (
-    DEFAULT_TCP_HOST,
-    DEFAULT_TCP_PORT,
-    DEFAULT_UNIX_PATH,
-    Address,
-    ClientConfig,
-    TcpAddress,
-    UnixAddress,
-)
-from .errors import ClientTimeoutError, ConnectError, ProtocolError, why_broken
-from .tls import client_context
+from trio_sock.config.addresses import Address, TcpAddress, UnixAddress
+from trio_sock.config.defaults import DEFAULT_TCP_HOST, DEFAULT_TCP_PORT, DEFAULT_UNIX_PATH
+from trio_sock.errors import ClientTimeoutError, ConnectError, ProtocolError, why_broken
+from trio_sock.tls import client_context
+
+if TYPE_CHECKING:
+    from trio_sock.config.client import ClientConfig
 
 _log = logging.getLogger("trio_sock.client")
 
@@ -79,7 +75,7 @@ def _connect_error(address: Address, exc: OSError) -> ConnectError:
 
 def _too_long(address: UnixAddress) -> str:
     """What to say if ``address`` is longer than the kernel's limit; "" if it fits."""
-    from .listeners import SUN_PATH_MAX  # only after a failure
+    from trio_sock.listen.listeners import SUN_PATH_MAX  # only after a failure
 
     name = address.path[1:] if address.is_abstract else address.path
     size = len(os.fsencode(name))

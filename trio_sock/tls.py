@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ssl
 
-from .errors import ConnectError, ListenError
+from trio_sock.errors import ConnectError, ListenError
 
 
 def _reason(exc: OSError) -> str:

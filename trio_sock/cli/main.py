@@ -17,38 +17,40 @@ from typing import TYPE_CHECKING, NoReturn
 import attrs
 import trio
 
-from . import _early_signals
-from . import config as cfg
-from .errors import TrioSockError
-from .options import Command as Command
-from .options import parse as parse
+from trio_sock.cli import early_signals
+from trio_sock.cli.options import Command as Command
+from trio_sock.cli.options import parse as parse
+from trio_sock.config.addresses import Address, TcpAddress
+from trio_sock.config.client import ClientConfig
+from trio_sock.errors import TrioSockError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
 
-    from .lifeline import Lifeline, WorkerRole
-    from .server import Server
-    from .workers import Supervisor
+    from trio_sock.config.server import ServerConfig
+    from trio_sock.server.serve import Server
+    from trio_sock.workers.supervisor import Supervisor
+    from trio_sock.workers.worker import Lifeline, WorkerRole
 
 _log = logging.getLogger("trio_sock.cli")
 _stats_log = logging.getLogger("trio_sock.stats")
 
 
-async def _serve_until_signalled(config: cfg.ServerConfig, role: WorkerRole | None) -> None:
-    from .server import serve  # the client never pays for importing the server
-    from .status import StatusReporter
-    from .systemd import Notifier
+async def _serve_until_signalled(config: ServerConfig, role: WorkerRole | None) -> None:
+    from trio_sock.cli.status import StatusReporter
+    from trio_sock.listen.systemd import Notifier
+    from trio_sock.server.serve import serve  # the client never pays for importing the server
 
     notifier = Notifier.from_environment()
     # Opened first, so that a signal at any moment after this is handled here.
-    with trio.open_signal_receiver(*_early_signals.stop_signals(), signal.SIGUSR1) as signals:
+    with trio.open_signal_receiver(*early_signals.stop_signals(), signal.SIGUSR1) as signals:
         async with trio.open_nursery() as nursery:
 
             async def run(task_status: trio.TaskStatus[Server]) -> None:
                 await serve(config, task_status=task_status)
                 nursery.cancel_scope.cancel()  # stopped gracefully: stop watching signals
 
-            if held := _early_signals.received():
+            if held := early_signals.received():
                 name = signal.Signals(held[0]).name
                 _log.info("%s while starting: not serving", name)
                 return
@@ -61,7 +63,7 @@ async def _serve_until_signalled(config: cfg.ServerConfig, role: WorkerRole | No
             if notifier.address is not None:
                 nursery.start_soon(status.run)
             if role is not None:
-                from .lifeline import Lifeline
+                from trio_sock.workers.worker import Lifeline
 
                 nursery.start_soon(_obey_parent, Lifeline.open(), server, nursery, config.grace)
 
@@ -73,14 +75,12 @@ async def _serve_until_signalled(config: cfg.ServerConfig, role: WorkerRole | No
         _log_stats(server)
 
 
-async def _supervise_until_signalled(
-    config: cfg.ServerConfig, log_level: str, log_format: str
-) -> None:
-    from .systemd import Notifier
-    from .workers import supervise
+async def _supervise_until_signalled(config: ServerConfig, log_level: str, log_format: str) -> None:
+    from trio_sock.listen.systemd import Notifier
+    from trio_sock.workers.supervisor import supervise
 
     notifier = Notifier.from_environment()
-    with trio.open_signal_receiver(*_early_signals.stop_signals(), signal.SIGUSR1) as signals:
+    with trio.open_signal_receiver(*early_signals.stop_signals(), signal.SIGUSR1) as signals:
         async with trio.open_nursery() as nursery:
 
             async def run(task_status: trio.TaskStatus[Supervisor]) -> None:
@@ -89,7 +89,7 @@ async def _supervise_until_signalled(
                 )
                 nursery.cancel_scope.cancel()  # every worker has exited: stop watching signals
 
-            if held := _early_signals.received():
+            if held := early_signals.received():
                 name = signal.Signals(held[0]).name
                 _log.info("%s while starting: not serving", name)
                 return
@@ -136,7 +136,7 @@ async def _obey_parent(
 ) -> None:
     """A worker's orders from its parent: as signals would say, but a STOP after a
     signal (both sent for one Ctrl-C or ``systemctl stop``) is not a second signal."""
-    from .lifeline import Order
+    from trio_sock.workers.worker import Order
 
     try:
         while True:
@@ -160,9 +160,9 @@ async def _obey_parent(
             await lifeline.aclose()
 
 
-def _warn_if_tls_is_unused(config: cfg.ServerConfig, addresses: Sequence[cfg.Address]) -> None:
+def _warn_if_tls_is_unused(config: ServerConfig, addresses: Sequence[Address]) -> None:
     """Sockets from ``--fd`` or systemd may all be Unix ones, which never speak TLS."""
-    if config.tls_cert is not None and not any(isinstance(a, cfg.TcpAddress) for a in addresses):
+    if config.tls_cert is not None and not any(isinstance(a, TcpAddress) for a in addresses):
         _log.warning(
             "--tls-cert and --tls-key are ignored: TLS is for TCP listeners only, and none"
             " of these is TCP; pass a TCP socket, or leave TLS out"
@@ -174,7 +174,7 @@ def _log_stats(server: Server) -> None:
     _stats_log.info("stats %s", stats, extra=attrs.asdict(stats))
 
 
-def _ready_word(address: cfg.Address) -> str:
+def _ready_word(address: Address) -> str:
     """An address as the ready line lists it: quoted as a shell word only if it must be,
     so that a path with spaces stays one word and everything else reads as is.
 
@@ -203,7 +203,7 @@ def _report(message: str, form: str, worker: int | None = None) -> None:
         fields = {"name": _log.name, "levelname": "ERROR", "levelno": logging.ERROR, "msg": message}
         if worker is not None:
             fields["worker"] = worker
-        from .logs import JsonFormatter
+        from trio_sock.cli.logs import JsonFormatter
 
         print(JsonFormatter().format(logging.makeLogRecord(fields)), file=sys.stderr)
     else:
@@ -211,27 +211,25 @@ def _report(message: str, form: str, worker: int | None = None) -> None:
         print(f"trio_sock server: error: {label}{message}", file=sys.stderr)
 
 
-def _run_server(
-    config: cfg.ServerConfig, log_level: str, log_format: str, *, activation: bool
-) -> int:
-    from .lifeline import WorkerRole
+def _run_server(config: ServerConfig, log_level: str, log_format: str, *, activation: bool) -> int:
+    from trio_sock.workers.worker import WorkerRole
 
     worker: int | None = None
     try:
         if role := WorkerRole.from_environment():
             worker = role.number
             config = attrs.evolve(config, listen_fds=role.listen_fds(config.listen_fds))
-        from . import logs
+        from trio_sock.cli import logs
 
         logs.configure(log_level, log_format, worker)
         if activation:  # inside the try: a bad LISTEN_FDS is one line, not a traceback
-            from .systemd import listen_fds
+            from trio_sock.listen.systemd import listen_fds
 
             if activated := listen_fds():
                 config = attrs.evolve(config, addresses=(), listen_fds=activated)
         # Before Trio opens descriptors of its own: an fd that was not passed in
         # must read "not open", not be mistaken for one of Trio's.
-        from .listeners import check_inherited
+        from trio_sock.listen.listeners import check_inherited
 
         for inherited in config.listen_fds:
             check_inherited(inherited)
@@ -258,10 +256,10 @@ def _run_server(
     return 0
 
 
-def _run_client(config: cfg.ClientConfig) -> int:
-    from .client import send_char
+def _run_client(config: ClientConfig) -> int:
+    from trio_sock.client import send_char
 
-    if held := _early_signals.release():
+    if held := early_signals.release():
         return 128 + held[0]  # the shell's convention for "ended by this signal"
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
@@ -282,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = parse(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
-    if isinstance(command.config, cfg.ClientConfig):  # not ServerConfig: it loads on first use
+    if isinstance(command.config, ClientConfig):  # not ServerConfig: it loads on first use
         return _run_client(command.config)
     return _run_server(
         command.config, command.log_level, command.log_format, activation=command.activation

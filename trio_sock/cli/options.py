@@ -16,10 +16,14 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import attrs
 
-from . import config as cfg
+from trio_sock.config import defaults
+from trio_sock.config.addresses import Address, TcpAddress, UnixAddress
+from trio_sock.config.client import ClientConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+
+    from trio_sock.config.server import ServerConfig
 
 T = TypeVar("T")
 
@@ -96,8 +100,10 @@ def _octal_mode(text: str) -> int:
 def _account_id(text: str, kind: str, lookup: Callable[[str], int]) -> int:
     if text.isascii() and text.isdigit():
         value = int(text) if len(text) <= 10 else -1
-        if not 0 <= value <= cfg.MAX_ID:
-            raise ValueError(f"expected a {kind} name or an id of 0 to {cfg.MAX_ID}, got {text!r}")
+        if not 0 <= value <= defaults.MAX_ID:
+            raise ValueError(
+                f"expected a {kind} name or an id of 0 to {defaults.MAX_ID}, got {text!r}"
+            )
         return value
     try:
         return lookup(text)
@@ -121,8 +127,8 @@ def _descriptor(text: str) -> int:
     value = _positive_int(text) if text != "0" else 0
     if value < 3:
         raise ValueError(f"descriptors 0 to 2 are stdin, stdout and stderr, got {text!r}")
-    if value > cfg.MAX_FD:
-        raise ValueError(f"descriptors go up to {cfg.MAX_FD}, got {text!r}")
+    if value > defaults.MAX_FD:
+        raise ValueError(f"descriptors go up to {defaults.MAX_FD}, got {text!r}")
     return value
 
 
@@ -131,12 +137,12 @@ def _char(text: str) -> str:
         # A byte that is not UTF-8 reaches argv as a lone surrogate
         # (surrogateescape): it was one byte on the command line, so it is that byte.
         text = chr(ord(text) - 0xDC00)
-    cfg.ClientConfig(char=text)  # the config's own check, so the rule lives in one place
+    ClientConfig(char=text)  # the config's own check, so the rule lives in one place
     return text
 
 
-def _server_tcp_address(text: str) -> cfg.TcpAddress:
-    address = cfg.TcpAddress.parse(text)
+def _server_tcp_address(text: str) -> TcpAddress:
+    address = TcpAddress.parse(text)
     if address.port == 0:
         raise ValueError(f"a client needs the server's real port, not 0, in {text!r}")
     return address
@@ -146,11 +152,11 @@ seconds = _argument_type("seconds", _seconds)
 positive_seconds = _argument_type("positive seconds", _positive_seconds)
 positive_int = _argument_type("positive int", _positive_int)
 finite_seconds = _argument_type("finite seconds", _finite_seconds)
-backlog = _argument_type("backlog", _up_to(cfg.MAX_BACKLOG))
-workers = _argument_type("workers", _up_to(cfg.MAX_WORKERS))
+backlog = _argument_type("backlog", _up_to(defaults.MAX_BACKLOG))
+workers = _argument_type("workers", _up_to(defaults.MAX_WORKERS))
 octal_mode = _argument_type("octal mode", _octal_mode)
-unix_address = _argument_type("unix path", cfg.UnixAddress)
-tcp_address = _argument_type("tcp address", cfg.TcpAddress.parse)
+unix_address = _argument_type("unix path", UnixAddress)
+tcp_address = _argument_type("tcp address", TcpAddress.parse)
 one_char = _argument_type("char", _char)
 server_tcp_address = _argument_type("server tcp address", _server_tcp_address)
 user_id = _argument_type("user", _user_id)
@@ -237,7 +243,8 @@ def _add_server_options(server: argparse.ArgumentParser) -> None:
         default=None,
         help="listen on a Unix socket file, or @NAME in the abstract namespace; repeatable"
         f" (default, with no --unix, --tcp or --fd and no sockets from systemd:"
-        f" {cfg.DEFAULT_UNIX_PATH} and {cfg.DEFAULT_TCP_HOST}:{cfg.DEFAULT_TCP_PORT})",
+        f" {defaults.DEFAULT_UNIX_PATH} and"
+        f" {defaults.DEFAULT_TCP_HOST}:{defaults.DEFAULT_TCP_PORT})",
     )
     server.add_argument(
         "--tcp",
@@ -245,7 +252,7 @@ def _add_server_options(server: argparse.ArgumentParser) -> None:
         type=tcp_address,
         metavar="[HOST:]PORT",
         default=None,
-        help=f"listen on TCP; the host defaults to {cfg.DEFAULT_TCP_HOST}, [::1]:PORT for"
+        help=f"listen on TCP; the host defaults to {defaults.DEFAULT_TCP_HOST}, [::1]:PORT for"
         " IPv6, 0.0.0.0:PORT for every interface, port 0 for a free one; repeatable"
         " (default: see --unix)",
     )
@@ -257,7 +264,7 @@ def _add_server_options(server: argparse.ArgumentParser) -> None:
     server.add_argument(
         "--max-clients",
         type=positive_int,
-        default=cfg.DEFAULT_MAX_CLIENTS,
+        default=defaults.DEFAULT_MAX_CLIENTS,
         metavar="N",
         help="clients served at once, by each worker; others wait in the listen queue"
         " (1: one at a time)",
@@ -272,14 +279,14 @@ def _add_server_options(server: argparse.ArgumentParser) -> None:
     server.add_argument(
         "--idle-timeout",
         type=positive_seconds,
-        default=cfg.DEFAULT_IDLE_TIMEOUT,
+        default=defaults.DEFAULT_IDLE_TIMEOUT,
         metavar="SECONDS",
         help="drop a client that neither sends nor reads for this long",
     )
     server.add_argument(
         "--grace",
         type=seconds,
-        default=cfg.DEFAULT_GRACE,
+        default=defaults.DEFAULT_GRACE,
         metavar="SECONDS",
         help="on SIGINT, SIGTERM or SIGHUP, how long active clients may finish",
     )
@@ -293,7 +300,7 @@ def _add_server_options(server: argparse.ArgumentParser) -> None:
     server.add_argument(
         "--socket-mode",
         type=octal_mode,
-        default=cfg.DEFAULT_SOCKET_MODE,
+        default=defaults.DEFAULT_SOCKET_MODE,
         metavar="OCTAL",
         help="permissions of the Unix socket file (default: 600)",
     )
@@ -336,7 +343,7 @@ def _add_server_options(server: argparse.ArgumentParser) -> None:
     server.add_argument(
         "--tls-handshake-timeout",
         type=positive_seconds,
-        default=cfg.DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+        default=defaults.DEFAULT_TLS_HANDSHAKE_TIMEOUT,
         metavar="SECONDS",
         help="drop a TLS client that has not finished its handshake in this long",
     )
@@ -384,13 +391,13 @@ def _add_client_options(client: argparse.ArgumentParser) -> None:
         "--unix",
         type=unix_address,
         metavar="PATH",
-        help=f"the server's Unix socket, or @NAME (default: {cfg.DEFAULT_UNIX_PATH})",
+        help=f"the server's Unix socket, or @NAME (default: {defaults.DEFAULT_UNIX_PATH})",
     )
     where.add_argument(
         "--tcp",
         type=server_tcp_address,
         metavar="[HOST:]PORT",
-        help=f"the server's TCP address; the host defaults to {cfg.DEFAULT_TCP_HOST}"
+        help=f"the server's TCP address; the host defaults to {defaults.DEFAULT_TCP_HOST}"
         " (default: --unix)",
     )
     client.add_argument(
@@ -403,7 +410,7 @@ def _add_client_options(client: argparse.ArgumentParser) -> None:
     client.add_argument(
         "--timeout",
         type=positive_seconds,
-        default=cfg.DEFAULT_CLIENT_TIMEOUT,
+        default=defaults.DEFAULT_CLIENT_TIMEOUT,
         metavar="SECONDS",
         help="give up if connecting and the reply take longer (each attempt)",
     )
@@ -426,11 +433,14 @@ def _add_client_options(client: argparse.ArgumentParser) -> None:
     )
 
 
-def _server_config(args: argparse.Namespace) -> cfg.ServerConfig:
-    addresses: list[cfg.Address] = [*(args.unix or ()), *(args.tcp or ())]
-    fds = tuple(cfg.ListenFd(fd) for fd in args.fd or ())
-    return cfg.ServerConfig(
-        addresses=addresses or ([] if fds else cfg.DEFAULT_ADDRESSES),
+def _server_config(args: argparse.Namespace) -> ServerConfig:
+    addresses: list[Address] = [*(args.unix or ()), *(args.tcp or ())]
+    # Imported here: the one-shot client never builds the server's configuration.
+    from trio_sock.config.server import DEFAULT_ADDRESSES, ListenFd, ServerConfig
+
+    fds = tuple(ListenFd(fd) for fd in args.fd or ())
+    return ServerConfig(
+        addresses=addresses or ([] if fds else DEFAULT_ADDRESSES),
         listen_fds=fds,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
@@ -450,7 +460,7 @@ def _server_config(args: argparse.Namespace) -> cfg.ServerConfig:
     )
 
 
-def server_arguments(config: cfg.ServerConfig, *, log_level: str, log_format: str) -> list[str]:
+def server_arguments(config: ServerConfig, *, log_level: str, log_format: str) -> list[str]:
     """The ``server`` options that make ``parse`` give back how ``config`` serves.
 
     What to listen on, ``--workers`` and ``--reuse-port`` are left out, as are the
@@ -481,9 +491,9 @@ def server_arguments(config: cfg.ServerConfig, *, log_level: str, log_format: st
     return argv
 
 
-def _client_config(args: argparse.Namespace) -> cfg.ClientConfig:
-    return cfg.ClientConfig(
-        address=args.tcp or args.unix or cfg.UnixAddress(cfg.DEFAULT_UNIX_PATH),
+def _client_config(args: argparse.Namespace) -> ClientConfig:
+    return ClientConfig(
+        address=args.tcp or args.unix or UnixAddress(defaults.DEFAULT_UNIX_PATH),
         char=args.char,
         timeout=args.timeout,
         wait=args.wait,
@@ -496,7 +506,7 @@ def _client_config(args: argparse.Namespace) -> cfg.ClientConfig:
 class Command:
     """A parsed command line: what to run, and how to log it."""
 
-    config: cfg.ServerConfig | cfg.ClientConfig
+    config: ServerConfig | ClientConfig
     log_level: str = "warning"
     log_format: str = "text"
     activation: bool = False

@@ -13,8 +13,8 @@ import attrs
 import trio
 
 if TYPE_CHECKING:
-    from .server import Server
-    from .systemd import Notifier
+    from trio_sock.listen.systemd import Notifier
+    from trio_sock.server.serve import Server
 
 #: systemd shows the latest STATUS= line; once a second is fresh enough for
 #: ``systemctl status`` and costs nothing under load.

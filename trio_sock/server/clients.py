@@ -16,17 +16,18 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import trio
 
-from . import departures
-from .access import PeerCredentials
-from .config import TcpAddress
-from .stats import Counters, Tally
+from trio_sock.config.addresses import TcpAddress
+from trio_sock.server import departures
+from trio_sock.server.peers import PeerCredentials
+from trio_sock.server.stats import Counters, Tally
 
 if TYPE_CHECKING:
     import socket
     import ssl
     from collections.abc import Awaitable, Callable
 
-    from .config import Address, ServerConfig
+    from trio_sock.config.addresses import Address
+    from trio_sock.config.server import ServerConfig
 
 _log = logging.getLogger("trio_sock.server")
 

@@ -11,11 +11,14 @@ import array
 import os
 import socket
 import struct
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from .config import Address, ServerConfig, UnixAddress
+from trio_sock.config.addresses import Address, UnixAddress
+
+if TYPE_CHECKING:
+    from trio_sock.config.server import ServerConfig
 
 # struct ucred from <sys/socket.h>: pid_t, uid_t, gid_t.
 _UCRED: Final = struct.Struct("iII")

@@ -1,8 +1,6 @@
-"""The server's configuration: ``ServerConfig``, and ``ListenFd`` for inherited sockets.
+"""``ServerConfig``, everything ``serve`` needs to know, and ``ListenFd`` for inherited sockets.
 
-A part of ``config`` (which hands these names out as its own, importing this
-module on first use): the addresses, the defaults and the checks they share
-are there.  Nothing here opens a socket; each class checks its own fields.
+Nothing here opens a socket; each class checks its own fields with ``rules``.
 """
 
 from __future__ import annotations
@@ -12,27 +10,20 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from .config import (
+from . import rules
+from .addresses import Address, TcpAddress, UnixAddress
+from .defaults import (
     DEFAULT_GRACE,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CLIENTS,
     DEFAULT_SOCKET_MODE,
     DEFAULT_TCP_HOST,
     DEFAULT_TCP_PORT,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
     DEFAULT_UNIX_PATH,
-    MAX_BACKLOG,
-    MAX_FD,
-    MAX_ID,
-    Address,
-    TcpAddress,
-    UnixAddress,
-    _check_count,
-    _check_finite_seconds,
-    _check_positive_seconds,
-    _check_seconds,
-    _check_tls_file,
-    _check_workers,
+    MAX_WORKERS,
 )
+from .rules import field_rule
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -57,39 +48,13 @@ def _check_addresses(_: object, attribute: attrs.Attribute[Any], value: tuple[An
         raise ValueError(f"each address may be given only once, got {shown}")
 
 
-def _check_backlog(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | None):
-        raise TypeError(f"backlog must be an int or None, not {value!r}")
-    if value is not None and not 1 <= value <= MAX_BACKLOG:
-        raise ValueError(f"backlog must be between 1 and {MAX_BACKLOG}, not {value!r}")
-
-
-def _check_mode(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"socket_mode must be an int, not {value!r}")
-    if not 0 <= value <= 0o777:
-        raise ValueError(f"socket_mode must be permission bits 0o000 to 0o777, not {value!r}")
-
-
-def _check_id(value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"user and group ids must be ints, not {value!r}")
-    if not 0 <= value <= MAX_ID:
-        raise ValueError(f"user and group ids are 0 to {MAX_ID}, not {value!r}")
+def _check_ids(_: object, attribute: attrs.Attribute[Any], value: frozenset[object]) -> None:
+    for item in value:
+        field_rule(rules.account_id)(_, attribute, item)
 
 
 def _to_ids(value: Iterable[int]) -> frozenset[int]:
     return frozenset(value)
-
-
-def _check_optional_id(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None:
-        _check_id(value)
-
-
-def _check_ids(_: object, attribute: attrs.Attribute[Any], value: frozenset[object]) -> None:
-    for item in value:
-        _check_id(item)
 
 
 DEFAULT_ADDRESSES: Final[tuple[Address, ...]] = (
@@ -102,10 +67,7 @@ DEFAULT_ADDRESSES: Final[tuple[Address, ...]] = (
 class ListenFd:
     """A listening socket this process inherited, from systemd or a parent process."""
 
-    fd: int = attrs.field(validator=attrs.validators.and_(
-        attrs.validators.instance_of(int), attrs.validators.ge(0),
-        attrs.validators.le(MAX_FD),
-    ))  # fmt: skip
+    fd: int = attrs.field(validator=field_rule(rules.descriptor))
     """The descriptor number."""
     name: str | None = None
     """systemd's ``FileDescriptorName=``, shown in logs."""
@@ -131,11 +93,6 @@ def _check_listen_fds(_: object, attribute: attrs.Attribute[Any], value: tuple[A
         raise ValueError(f"each fd may be given only once, got {numbers}")
 
 
-#: A TLS handshake takes a few round trips; a client that has not finished in
-#: this long is not going to, and holds a slot meanwhile.
-DEFAULT_TLS_HANDSHAKE_TIMEOUT: Final = 10.0
-
-
 @attrs.frozen(kw_only=True)
 class ServerConfig:
     """Everything ``serve`` needs to know; change one field with ``attrs.evolve``."""
@@ -152,21 +109,25 @@ class ServerConfig:
     server never binds, locks or removes their files."""
     once: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     """Read one byte per connection, reply and close, exactly as the book's server."""
-    max_clients: int = attrs.field(default=DEFAULT_MAX_CLIENTS, validator=_check_count)
+    max_clients: int = attrs.field(default=DEFAULT_MAX_CLIENTS, validator=field_rule(rules.count))
     """Clients served at once; the rest wait in the kernel's listen queue, never refused."""
-    delay: float = attrs.field(default=0.0, validator=_check_finite_seconds)
+    delay: float = attrs.field(default=0.0, validator=field_rule(rules.finite_seconds))
     """Simulated work before each reply, to watch clients queue."""
     idle_timeout: float = attrs.field(
-        default=DEFAULT_IDLE_TIMEOUT, validator=_check_positive_seconds
+        default=DEFAULT_IDLE_TIMEOUT, validator=field_rule(rules.positive_seconds)
     )
     """Drop a client that neither sends nor reads for this long (``math.inf``: never)."""
-    grace: float = attrs.field(default=DEFAULT_GRACE, validator=_check_seconds)
+    grace: float = attrs.field(default=DEFAULT_GRACE, validator=field_rule(rules.seconds))
     """On shutdown, how long active clients may finish before they are cancelled."""
-    backlog: int | None = attrs.field(default=None, validator=_check_backlog)
+    backlog: int | None = attrs.field(
+        default=None, validator=field_rule(rules.optional(rules.backlog))
+    )
     """Listen queue length; ``None`` asks for the most the kernel allows, as Trio does."""
-    socket_mode: int = attrs.field(default=DEFAULT_SOCKET_MODE, validator=_check_mode)
+    socket_mode: int = attrs.field(default=DEFAULT_SOCKET_MODE, validator=field_rule(rules.mode))
     """Permission bits of each Unix socket file; it never exists with wider ones."""
-    socket_group: int | None = attrs.field(default=None, validator=_check_optional_id)
+    socket_group: int | None = attrs.field(
+        default=None, validator=field_rule(rules.optional(rules.account_id))
+    )
     """Group id to give each Unix socket file (with a mode like ``0o660``, its members
     may connect); ``None`` keeps the server's own group."""
     allow_uids: frozenset[int] = attrs.field(
@@ -179,15 +140,19 @@ class ServerConfig:
         default=frozenset(), converter=_to_ids, validator=_check_ids
     )
     """Unix peers with one of these groups, primary or supplementary, are served."""
-    tls_cert: str | None = attrs.field(default=None, validator=_check_tls_file)
+    tls_cert: str | None = attrs.field(
+        default=None, validator=field_rule(rules.optional(rules.file_path))
+    )
     """PEM certificate chain: with ``tls_key``, TCP listeners speak TLS (Unix ones never)."""
-    tls_key: str | None = attrs.field(default=None, validator=_check_tls_file)
+    tls_key: str | None = attrs.field(
+        default=None, validator=field_rule(rules.optional(rules.file_path))
+    )
     """PEM private key of ``tls_cert``."""
     tls_handshake_timeout: float = attrs.field(
-        default=DEFAULT_TLS_HANDSHAKE_TIMEOUT, validator=_check_positive_seconds
+        default=DEFAULT_TLS_HANDSHAKE_TIMEOUT, validator=field_rule(rules.positive_seconds)
     )
     """A TLS client that has not finished its handshake in this long is dropped."""
-    workers: int = attrs.field(default=1, validator=_check_workers)
+    workers: int = attrs.field(default=1, validator=field_rule(rules.count_up_to(MAX_WORKERS)))
     """Processes that serve the listeners, each with its own ``max_clients``; 1 is a
     single process with no supervisor.  ``serve`` always runs one: more are started
     and restarted by ``workers.supervise``."""

@@ -27,14 +27,15 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import trio
 
-from .errors import WorkerError
-from .lifeline import WORKER_ENV, Order, WorkerRole
-from .listeners import Listener, open_listeners, open_reuse_port_copy
-from .options import server_arguments
-from .tls import server_context
+from trio_sock.cli.options import server_arguments
+from trio_sock.errors import WorkerError
+from trio_sock.listen.listeners import Listener, open_listeners, open_reuse_port_copy
+from trio_sock.tls import server_context
+from trio_sock.workers.worker import WORKER_ENV, Order, WorkerRole
 
 if TYPE_CHECKING:
-    from .config import Address, ServerConfig
+    from trio_sock.config.addresses import Address
+    from trio_sock.config.server import ServerConfig
 
 _log = logging.getLogger("trio_sock.workers")
 

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from .errors import ListenError
+from trio_sock.errors import ListenError
 
 if TYPE_CHECKING:
-    from .config import UnixAddress
+    from trio_sock.config.addresses import UnixAddress
 
 #: Attempts to lock a file that its holder keeps unlinking at exit; each lost
 #: race needs a server to start and stop in between, so a few are plenty.

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Final, NoReturn
 
 import trio
 
-from . import unix_diag
+from trio_sock.listen import unix_diag
 
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from .stats import Tally
+    from trio_sock.server.stats import Tally
 
 #: The reaper passes over the clients at most once per this many seconds, or
 #: per tenth of the idle timeout if that is shorter: a client is dropped at

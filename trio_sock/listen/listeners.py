@@ -35,16 +35,20 @@ import logging
 import os
 import socket
 import stat
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
 
-from . import unix_diag
-from .config import MAX_BACKLOG, Address, ListenFd, ServerConfig, TcpAddress, UnixAddress
-from .errors import ListenError
-from .lockfile import LockFile
-from .private_dir import PrivateDirectory
+from trio_sock.config.addresses import Address, TcpAddress, UnixAddress
+from trio_sock.config.defaults import MAX_BACKLOG
+from trio_sock.errors import ListenError
+from trio_sock.listen import unix_diag
+from trio_sock.listen.lockfile import LockFile
+from trio_sock.listen.private_dir import PrivateDirectory
+
+if TYPE_CHECKING:
+    from trio_sock.config.server import ListenFd, ServerConfig
 
 _log = logging.getLogger("trio_sock.listeners")
 

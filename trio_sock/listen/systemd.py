@@ -17,8 +17,9 @@ from typing import Final
 
 import attrs
 
-from .config import MAX_FD, ListenFd
-from .errors import ListenError
+from trio_sock.config.defaults import MAX_FD
+from trio_sock.config.server import ListenFd
+from trio_sock.errors import ListenError
 
 _log = logging.getLogger("trio_sock.systemd")
 

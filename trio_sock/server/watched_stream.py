@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from .reaper import unsent_bytes
+from trio_sock.server.reaper import unsent_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from .stats import Tally
+    from trio_sock.server.stats import Tally
 
 #: Trio's own ``receive_some`` default: one read drains most socket buffers.
 RECEIVE_SIZE: Final = 65536

@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from .config import TcpAddress
-from .door import EOF, IDLE_TIMEOUT, SHUTDOWN
-from .errors import why_broken
-from .fastpath import RECEIVE_SIZE
-from .protocol import ONCE_SIZE, increment
-from .watched_stream import WatchedStream
+from trio_sock.config.addresses import TcpAddress
+from trio_sock.errors import why_broken
+from trio_sock.protocol import ONCE_SIZE, increment
+from trio_sock.server.clients import EOF, IDLE_TIMEOUT, SHUTDOWN
+from trio_sock.server.fast import RECEIVE_SIZE
+from trio_sock.server.watched_stream import WatchedStream
 
 if TYPE_CHECKING:
     import socket
     import ssl
 
-    from .config import ServerConfig
-    from .door import Door
-    from .stats import Tally
+    from trio_sock.config.server import ServerConfig
+    from trio_sock.server.clients import Door
+    from trio_sock.server.stats import Tally
 
 #: In --once mode, after the reply, how long and how much of the client's
 #: remaining input to discard before closing (see ``_close_gently``): plenty

@@ -28,13 +28,16 @@ from __future__ import annotations
 import enum
 import json
 import os
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
 
-from .config import Address, ListenFd, TcpAddress, UnixAddress
-from .errors import WorkerError
+from trio_sock.config.addresses import Address, TcpAddress, UnixAddress
+from trio_sock.errors import WorkerError
+
+if TYPE_CHECKING:
+    from trio_sock.config.server import ListenFd
 
 #: Where the parent tells a worker who it is (see the module docstring).
 WORKER_ENV: Final = "TRIO_SOCK_WORKER"

@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from .door import EOF, IDLE_TIMEOUT, SHUTDOWN
-from .protocol import increment
-from .reaper import unsent_bytes
+from trio_sock.protocol import increment
+from trio_sock.server.clients import EOF, IDLE_TIMEOUT, SHUTDOWN
+from trio_sock.server.reaper import unsent_bytes
 
 if TYPE_CHECKING:
     import socket
 
-    from .door import Door
+    from trio_sock.server.clients import Door
 
 #: Trio's own ``receive_some`` default: one read drains most socket buffers, and
 #: a client that never reads its replies pins at most this much (plus the reply).

@@ -20,18 +20,19 @@ from typing import TYPE_CHECKING, Final, Literal
 import attrs
 import trio
 
-from .access import AccessPolicy, PeerCredentials, policy_for
-from .connection import serve_stream_client
-from .door import ClientSlots, Context, Door
-from .fastpath import serve_plain_client
-from .listeners import Listener, open_listeners
-from .reaper import reap_idle
-from .stats import Counters, ServerStats
-from .tls import server_context
-from .words import counted
+from trio_sock.listen.listeners import Listener, open_listeners
+from trio_sock.server.clients import ClientSlots, Context, Door
+from trio_sock.server.fast import serve_plain_client
+from trio_sock.server.peers import AccessPolicy, PeerCredentials, policy_for
+from trio_sock.server.reaper import reap_idle
+from trio_sock.server.stats import Counters, ServerStats
+from trio_sock.server.stream import serve_stream_client
+from trio_sock.server.words import counted
+from trio_sock.tls import server_context
 
 if TYPE_CHECKING:
-    from .config import Address, ServerConfig
+    from trio_sock.config.addresses import Address
+    from trio_sock.config.server import ServerConfig
 
 _log = logging.getLogger("trio_sock.server")
 

@@ -37,13 +37,13 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from .errors import ListenError
+from trio_sock.errors import ListenError
 
 if TYPE_CHECKING:
     import socket
     from collections.abc import Iterator
 
-    from .config import UnixAddress
+    from trio_sock.config.addresses import UnixAddress
 
 #: Where this process's descriptors appear as magic links to what they opened.
 PROC_FDS: Final = "/proc/self/fd"

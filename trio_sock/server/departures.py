@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Final, NoReturn
 import attrs
 import trio
 
-from .access import PeerCredentials
-from .words import counted
+from trio_sock.server.peers import PeerCredentials
+from trio_sock.server.words import counted
 
 if TYPE_CHECKING:
-    from .config import Address
-    from .stats import Tally
+    from trio_sock.config.addresses import Address
+    from trio_sock.server.stats import Tally
 
 _clients_log = logging.getLogger("trio_sock.clients")
 
