@@ -9,15 +9,14 @@ own validators and reported the same way.  Nothing here runs a server or a clien
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import attrs
 
-from trio_sock.config import defaults
-from trio_sock.config.addresses import Address, TcpAddress, UnixAddress
+from trio_sock.config import defaults, rules
+from trio_sock.config.addresses import Address, TcpAddress, UnixAddress, connectable
 from trio_sock.config.client import ClientConfig
 
 if TYPE_CHECKING:
@@ -28,140 +27,104 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _argument_type(name: str, parse: Callable[[str], T]) -> Callable[[str], T]:
-    """Wrap ``parse`` so that its ValueError becomes argparse's usage error, message intact."""
+def _argument_type(
+    name: str, read: Callable[[str], T], rule: Callable[[T], None] | None = None
+) -> Callable[[str], T]:
+    """An argparse type: ``read`` turns the text into a value, then config's ``rule`` checks it.
+
+    Either one's ``ValueError`` becomes argparse's usage error, message intact:
+    the limits and their messages are the config's own (``config.rules``).
+    """
 
     def convert(text: str) -> T:
         try:
-            return parse(text)
-        except ValueError as exc:
+            value = read(text)
+            if rule is not None:
+                rule(value)
+        except (TypeError, ValueError) as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
 
     convert.__name__ = name
     return convert
 
 
-def _seconds(text: str) -> float:
+def _read_seconds(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise ValueError(f"expected a number of seconds, got {text!r}") from None
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"expected 0 or more seconds, got {text!r}")
-    return value
 
 
-def _positive_seconds(text: str) -> float:
-    value = _seconds(text)
-    if value == 0:
-        raise ValueError(f"expected more than 0 seconds, got {text!r}")
-    return value
-
-
-def _finite_seconds(text: str) -> float:
-    value = _seconds(text)
-    if math.isinf(value):
-        raise ValueError(f"expected a finite number of seconds, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
+def _read_int(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise ValueError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"expected 1 or more, got {text!r}")
-    return value
 
 
-def _up_to(limit: int) -> Callable[[str], int]:
-    """A parser of whole numbers from 1 to ``limit``."""
-
-    def parse(text: str) -> int:
-        value = _positive_int(text)
-        if value > limit:
-            raise ValueError(f"expected at most {limit}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _octal_mode(text: str) -> int:
+def _read_octal(text: str) -> int:
     try:
-        value = int(text, 8)
+        return int(text, 8)
     except ValueError:
         raise ValueError(f"expected octal permission bits such as 600, got {text!r}") from None
-    if not 0 <= value <= 0o777:
-        raise ValueError(f"expected permission bits 000 to 777 in octal, got {text!r}")
-    return value
 
 
-def _account_id(text: str, kind: str, lookup: Callable[[str], int]) -> int:
-    if text.isascii() and text.isdigit():
-        value = int(text) if len(text) <= 10 else -1
-        if not 0 <= value <= defaults.MAX_ID:
-            raise ValueError(
-                f"expected a {kind} name or an id of 0 to {defaults.MAX_ID}, got {text!r}"
-            )
-        return value
-    try:
-        return lookup(text)
-    except KeyError:
-        raise ValueError(f"no such {kind} {text!r}") from None
+def _read_account(kind: str, lookup: Callable[[str], int]) -> Callable[[str], int]:
+    """A user or group as a number (checked by ``rules.account_id``), or a name looked up."""
+
+    def read(text: str) -> int:
+        if text.isascii() and text.isdigit():
+            return _read_int(text)
+        try:
+            return lookup(text)
+        except KeyError:
+            raise ValueError(f"no such {kind} {text!r}") from None
+
+    return read
 
 
-def _user_id(text: str) -> int:
+def _uid_of(name: str) -> int:
     import pwd  # only the server's --allow-uid reads it
 
-    return _account_id(text, "user", lambda name: pwd.getpwnam(name).pw_uid)
+    return pwd.getpwnam(name).pw_uid
 
 
-def _group_id(text: str) -> int:
+def _gid_of(name: str) -> int:
     import grp  # only the server's --allow-gid and --socket-group read it
 
-    return _account_id(text, "group", lambda name: grp.getgrnam(name).gr_gid)
+    return grp.getgrnam(name).gr_gid
 
 
-def _descriptor(text: str) -> int:
-    value = _positive_int(text) if text != "0" else 0
+def _inherited_descriptor(value: int) -> None:
+    """An fd handed to us: 0 to 2 are our stdio, never a listener."""
+    rules.descriptor(value)
     if value < 3:
-        raise ValueError(f"descriptors 0 to 2 are stdin, stdout and stderr, got {text!r}")
-    if value > defaults.MAX_FD:
-        raise ValueError(f"descriptors go up to {defaults.MAX_FD}, got {text!r}")
-    return value
+        raise ValueError(f"must not be 0 to 2, which are stdin, stdout and stderr, not {value}")
 
 
-def _char(text: str) -> str:
+def _read_char(text: str) -> str:
     if len(text) == 1 and 0xDC80 <= ord(text) <= 0xDCFF:
         # A byte that is not UTF-8 reaches argv as a lone surrogate
         # (surrogateescape): it was one byte on the command line, so it is that byte.
-        text = chr(ord(text) - 0xDC00)
-    ClientConfig(char=text)  # the config's own check, so the rule lives in one place
+        return chr(ord(text) - 0xDC00)
     return text
 
 
-def _server_tcp_address(text: str) -> TcpAddress:
-    address = TcpAddress.parse(text)
-    if address.port == 0:
-        raise ValueError(f"a client needs the server's real port, not 0, in {text!r}")
-    return address
-
-
-seconds = _argument_type("seconds", _seconds)
-positive_seconds = _argument_type("positive seconds", _positive_seconds)
-positive_int = _argument_type("positive int", _positive_int)
-finite_seconds = _argument_type("finite seconds", _finite_seconds)
-backlog = _argument_type("backlog", _up_to(defaults.MAX_BACKLOG))
-workers = _argument_type("workers", _up_to(defaults.MAX_WORKERS))
-octal_mode = _argument_type("octal mode", _octal_mode)
+seconds = _argument_type("seconds", _read_seconds, rules.seconds)
+positive_seconds = _argument_type("positive seconds", _read_seconds, rules.positive_seconds)
+finite_seconds = _argument_type("finite seconds", _read_seconds, rules.finite_seconds)
+positive_int = _argument_type("positive int", _read_int, rules.count)
+backlog = _argument_type("backlog", _read_int, rules.backlog)
+workers = _argument_type("workers", _read_int, rules.count_up_to(defaults.MAX_WORKERS))
+octal_mode = _argument_type("octal mode", _read_octal, rules.mode)
 unix_address = _argument_type("unix path", UnixAddress)
 tcp_address = _argument_type("tcp address", TcpAddress.parse)
-one_char = _argument_type("char", _char)
-server_tcp_address = _argument_type("server tcp address", _server_tcp_address)
-user_id = _argument_type("user", _user_id)
-descriptor = _argument_type("descriptor", _descriptor)
-group_id = _argument_type("group", _group_id)
+server_tcp_address = _argument_type("server tcp address", TcpAddress.parse, connectable)
+one_char = _argument_type("char", _read_char, rules.char)
+user_id = _argument_type("user", _read_account("user", _uid_of), rules.account_id)
+group_id = _argument_type("group", _read_account("group", _gid_of), rules.account_id)
+descriptor = _argument_type("descriptor", _read_int, _inherited_descriptor)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
