@@ -41,6 +41,8 @@ from typing import Final
 from _machine import machine_info
 from _server_process import ROOT, BenchmarkError
 
+from trio_sock.server.ready import is_ready_line
+
 #: Enough runs that the median holds still on a noisy machine (about 0.1 s each).
 DEFAULT_RUNS: Final = 60
 #: The issue's target: the trio_sock client within this factor of the bare one.
@@ -130,7 +132,7 @@ def measure(python: Path, runs: int) -> dict[str, object]:
         try:
             assert server.stdout is not None
             ready = server.stdout.readline()
-            if not ready.startswith("server waiting on"):
+            if not is_ready_line(ready.encode()):
                 raise BenchmarkError(f"the server did not start: {ready!r}")
             ours = [str(python), "-m", "trio_sock", "client", "--unix", str(path)]
             bare = [str(python), str(bare_script), str(path)]

@@ -61,6 +61,8 @@ import trio
 from _machine import machine_info, raise_fd_limit
 from _server_process import ROOT, BenchmarkError, ServerProcess
 
+from trio_sock.server.ready import ready_words
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
@@ -277,7 +279,7 @@ def server_command(path: str) -> list[str]:
 def parse_ready_line(line: str) -> list[Target]:
     """The addresses of ``server waiting on unix:PATH tcp:HOST:PORT``."""
     targets: list[Target] = []
-    for word in shlex.split(line.removeprefix("server waiting on ")):
+    for word in ready_words(line):
         if word.startswith("unix:"):
             targets.append(Target("unix", word.removeprefix("unix:")))
         elif word.startswith("tcp:"):
@@ -296,9 +298,10 @@ class SoakServer(ServerProcess):
         super().__init__("server", command, directory / "server.stderr")
 
     def check_ready_line(self, line: str) -> None:
-        if not line.startswith("server waiting on "):
-            raise BenchmarkError(f"unexpected ready line {line!r}")
-        self.targets = parse_ready_line(line)
+        try:
+            self.targets = parse_ready_line(line)
+        except ValueError:
+            raise BenchmarkError(f"unexpected ready line {line!r}") from None
         if {t.transport for t in self.targets} != set(TRANSPORTS):
             raise BenchmarkError(f"ready line without both transports: {line!r}")
 

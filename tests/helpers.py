@@ -6,7 +6,6 @@ import ctypes
 import os
 import re
 import selectors
-import shlex
 import signal
 import socket
 import subprocess
@@ -22,11 +21,12 @@ import trio
 
 from trio_sock import Server, ServerConfig, serve
 from trio_sock.config.addresses import Address, TcpAddress, UnixAddress, parse_address
+from trio_sock.server.ready import READY_PREFIX as READY_PREFIX
+from trio_sock.server.ready import ready_words
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-READY_PREFIX: Final = "server waiting on "
 #: A client run against a live local server takes a fraction of a second; this
 #: only bounds a hang, so that a broken build fails instead of stalling the suite.
 CLIENT_TIMEOUT: Final = 20.0
@@ -144,7 +144,7 @@ def spawn(
 
 def addresses_in(ready_line: str) -> list[Address]:
     """The addresses a ready line (``server waiting on ADDRESS...``) lists."""
-    return [parse_address(word) for word in shlex.split(ready_line.removeprefix(READY_PREFIX))]
+    return [parse_address(word) for word in ready_words(ready_line)]
 
 
 def ready(child: Child, timeout: float = START_TIMEOUT) -> ServerProcess:

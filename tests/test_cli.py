@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import resource
-import shlex
 import shutil
 import signal
 import socket
@@ -54,6 +53,7 @@ from tests.helpers import (
     wait_for_log,
 )
 from trio_sock.config.addresses import Address, TcpAddress, UnixAddress
+from trio_sock.server import ready
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -113,8 +113,7 @@ def ready_words(procs: Processes, *args: str) -> list[str]:
     process = procs.spawn(cli("server", *args)).process
     assert process.stdout is not None
     line = read_line(process.stdout.fileno(), EVENT_TIMEOUT)
-    assert line.startswith("server waiting on "), line
-    return shlex.split(line.removeprefix("server waiting on "))
+    return ready.ready_words(line)
 
 
 def tcp_port_of(words: Sequence[str], host: str) -> int:

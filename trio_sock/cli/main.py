@@ -23,6 +23,7 @@ from trio_sock.cli.options import parse as parse
 from trio_sock.config.addresses import Address, TcpAddress
 from trio_sock.config.client import ClientConfig
 from trio_sock.errors import TrioSockError
+from trio_sock.server.ready import ready_line
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -57,7 +58,7 @@ async def _serve_until_signalled(config: ServerConfig, role: WorkerRole | None) 
             server: Server = await nursery.start(run)
             if role is None:  # a worker's parent warns, once for all
                 _warn_if_tls_is_unused(config, server.addresses)
-            print("server waiting on", *map(_ready_word, server.addresses), flush=True)
+            print(ready_line(server.addresses), flush=True)
             status = StatusReporter(server, notifier)
             status.notify("READY=1")
             if notifier.address is not None:
@@ -95,7 +96,7 @@ async def _supervise_until_signalled(config: ServerConfig, log_level: str, log_f
                 return
             supervisor: Supervisor = await nursery.start(run)
             _warn_if_tls_is_unused(config, supervisor.addresses)
-            print("server waiting on", *map(_ready_word, supervisor.addresses), flush=True)
+            print(ready_line(supervisor.addresses), flush=True)
             notifier.notify("READY=1", f"STATUS={config.workers} workers serving")
 
             def stop() -> None:
@@ -172,20 +173,6 @@ def _warn_if_tls_is_unused(config: ServerConfig, addresses: Sequence[Address]) -
 def _log_stats(server: Server) -> None:
     stats = server.stats()
     _stats_log.info("stats %s", stats, extra=attrs.asdict(stats))
-
-
-def _ready_word(address: Address) -> str:
-    """An address as the ready line lists it: quoted as a shell word only if it must be,
-    so that a path with spaces stays one word and everything else reads as is.
-
-    A byte that is not UTF-8 shows as ``\\xNN`` (``UnixAddress.display``), and a
-    character stdout's encoding lacks as ``\\xNN``/``\\uNNNN``: printing the line never
-    fails, whatever the locale."""
-    import shlex  # the server's alone, like the other imports inside functions here
-
-    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
-    text = str(address).encode(encoding, "backslashreplace").decode(encoding)
-    return shlex.quote(text) if any(c.isspace() or c in "'\"\\" for c in text) else text
 
 
 def _leaf(exc: BaseException) -> BaseException:

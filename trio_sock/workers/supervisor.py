@@ -30,6 +30,7 @@ import trio
 from trio_sock.cli.options import server_arguments
 from trio_sock.errors import WorkerError
 from trio_sock.listen.listeners import Listener, open_listeners, open_reuse_port_copy
+from trio_sock.server.ready import is_ready_line
 from trio_sock.tls import server_context
 from trio_sock.workers.worker import WORKER_ENV, Order, WorkerRole
 
@@ -259,7 +260,7 @@ async def _read_ready_line(process: trio.Process) -> bool:
             return False
         data += chunk
     await process.stdout.aclose()
-    return data.startswith(b"server waiting on ")
+    return is_ready_line(data)
 
 
 def _ending(status: int) -> str:
