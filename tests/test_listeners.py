@@ -789,30 +789,19 @@ def test_a_path_may_hold_any_byte_but_control_characters() -> None:
         UnixAddress("dir/\ud800")  # a surrogate no byte decodes to
 
 
-def test_a_workers_role_carries_a_path_that_is_not_utf_8_losslessly(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from trio_sock.workers.worker import WORKER_ENV, WorkerRole
-
-    addresses: dict[int, UnixAddress | TcpAddress] = {
-        3: UnixAddress("/tmp/d/\udcffsock"),
-        4: UnixAddress("@abstract\udcfe"),
-        5: TcpAddress("::1", 9734),
-    }
-    text = WorkerRole(2, addresses).to_environment()
-    assert text.isascii()
-    monkeypatch.setenv(WORKER_ENV, text)
-    role = WorkerRole.from_environment()
-    assert role is not None
-    assert (role.number, role.addresses) == (2, addresses)
-
-
 @pytest.mark.parametrize(
     "text",
     [
-        '{"number": 1, "addresses": {"3": {"unix": 7}}}',
-        '{"number": 1, "addresses": {"3": {"smoke": "x"}}}',
-        '{"number": 1, "addresses": {"3": {"tcp": ["::1"]}}}',
+        '{"number": 1, "config": "{\\"addresses\\": [{\\"unix\\": 7}]}", "log_level": "info",'
+        ' "log_format": "text"}',
+        '{"number": 1, "config": "{\\"addresses\\": [{\\"smoke\\": \\"x\\"}]}",'
+        ' "log_level": "info", "log_format": "text"}',
+        '{"number": 1, "config": "{\\"addresses\\": [{\\"tcp\\": [\\"::1\\"]}]}",'
+        ' "log_level": "info", "log_format": "text"}',
+        '{"number": 1, "config": "{\\"bogus\\": 1}", "log_level": "info", "log_format": "text"}',
+        '{"number": 1, "config": "[]", "log_level": "info", "log_format": "text"}',
+        '{"number": 1}',
+        "not json",
     ],
 )
 def test_a_malformed_worker_address_is_refused(monkeypatch: pytest.MonkeyPatch, text: str) -> None:

@@ -17,7 +17,7 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import pytest
@@ -42,7 +42,7 @@ from tests.helpers import (
 )
 from tests.test_cli import assert_usage_error
 from tests.test_systemd import free_tcp_port, needs_socket_activate, socket_activate
-from trio_sock.cli.options import parse, server_arguments
+from trio_sock.cli.options import parse
 from trio_sock.config.addresses import TcpAddress, UnixAddress
 from trio_sock.config.server import ListenFd, ServerConfig
 from trio_sock.errors import ListenError
@@ -481,27 +481,48 @@ def test_one_worker_and_no_reuse_port_are_the_defaults() -> None:
     assert parse(["server"]).config == ServerConfig()
 
 
-def test_a_worker_is_given_the_same_serving_options_as_its_parent() -> None:
-    config = ServerConfig(
-        addresses=[UnixAddress("s"), TcpAddress("::1", 0)],
-        once=True,
-        max_clients=7,
-        delay=0.1,
-        idle_timeout=float("inf"),
-        grace=1 / 3,
-        tls_cert="-cert.pem",
-        tls_key="key.pem",
-        tls_handshake_timeout=2.5,
-        allow_uids=[0, 1000],
-        allow_gids=[5],
-        workers=4,
-        reuse_port=True,
-    )
-    argv = server_arguments(config, log_level="debug", log_format="json")
-    command = parse(["server", "--fd", "3", *argv])
-    expected = attrs.evolve(config, addresses=(), listen_fds=[3], workers=1, reuse_port=False)
-    assert command.config == expected
-    assert (command.log_level, command.log_format) == ("debug", "json")
+#: A value other than the default for every field of ``ServerConfig``: a field added
+#: to the class without one here fails the test below, so it cannot go untested.
+NOT_DEFAULT: Final[dict[str, Any]] = {
+    "addresses": (UnixAddress("dir/s p\udcff"), UnixAddress("@a"), TcpAddress("::1", 0)),
+    "listen_fds": (ListenFd(3, "web", UnixAddress("s")), ListenFd(4)),
+    "once": True,
+    "max_clients": 7,
+    "delay": 0.1,
+    "idle_timeout": float("inf"),
+    "grace": 1 / 3,
+    "backlog": 12,
+    "socket_mode": 0o660,
+    "socket_group": 5,
+    "allow_uids": frozenset({0, 1000}),
+    "allow_gids": frozenset({5}),
+    "tls_cert": "-cert.pem",
+    "tls_key": "key.pem",
+    "tls_handshake_timeout": 2.5,
+    "workers": 4,
+    "reuse_port": True,
+}
+
+
+def test_every_field_of_the_config_reaches_a_worker_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names = [field.name for field in attrs.fields(ServerConfig)]
+    assert sorted(NOT_DEFAULT) == sorted(names), "give a new field a value in NOT_DEFAULT"
+    for name in names:
+        # TLS takes a certificate and its key together.
+        together = ("tls_cert", "tls_key") if name.startswith("tls_") else ()
+        changes = {n: NOT_DEFAULT[n] for n in (name, *together)}
+        config = attrs.evolve(ServerConfig(), **changes)
+        assert getattr(config, name) != getattr(ServerConfig(), name)
+        role = WorkerRole(2, config, "debug", "json")
+        text = role.to_environment()
+        assert text.isascii(), "the environment value must survive any locale"
+        monkeypatch.setenv("TRIO_SOCK_WORKER", text)
+        assert WorkerRole.from_environment() == role, name
+        assert "TRIO_SOCK_WORKER" not in os.environ
+    everything = ServerConfig(**NOT_DEFAULT)
+    assert ServerConfig.from_json(everything.to_json()) == everything
 
 
 async def test_a_reuse_port_copy_listens_on_the_very_port_of_the_first() -> None:
@@ -539,19 +560,6 @@ def test_an_adopted_socket_takes_the_address_its_parent_names(short_tmp: Path) -
         with pytest.raises(ListenError, match="it is a unix socket, not tcp:"):
             adopt_listener(wrong, quiet=True)
         os.fstat(parent.fileno())  # refused, and left open for its owner
-
-
-def test_a_worker_role_reads_back_from_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    role = WorkerRole(2, {3: UnixAddress("dir/s p"), 4: TcpAddress("::1", 80)})
-    monkeypatch.setenv("TRIO_SOCK_WORKER", role.to_environment())
-    found = WorkerRole.from_environment()
-    assert found is not None
-    assert (found.number, found.addresses) == (2, role.addresses)
-    assert "TRIO_SOCK_WORKER" not in os.environ
-    assert found.listen_fds((ListenFd(4), ListenFd(9))) == (
-        ListenFd(4, address=TcpAddress("::1", 80)),
-        ListenFd(9),
-    )
 
 
 async def test_a_worker_reads_its_orders_then_the_parents_death_from_the_lifeline() -> None:

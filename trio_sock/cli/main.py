@@ -203,9 +203,10 @@ def _run_server(config: ServerConfig, log_level: str, log_format: str, *, activa
 
     worker: int | None = None
     try:
-        if role := WorkerRole.from_environment():
+        if role := WorkerRole.from_environment():  # started by a --workers parent
             worker = role.number
-            config = attrs.evolve(config, listen_fds=role.listen_fds(config.listen_fds))
+            config, log_level, log_format = role.config, role.log_level, role.log_format
+            activation = False
         from trio_sock.cli import logs
 
         logs.configure(log_level, log_format, worker)

@@ -423,37 +423,6 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-def server_arguments(config: ServerConfig, *, log_level: str, log_format: str) -> list[str]:
-    """The ``server`` options that make ``parse`` give back how ``config`` serves.
-
-    What to listen on, ``--workers`` and ``--reuse-port`` are left out, as are the
-    socket file's mode and group: a worker serves the sockets its parent opened
-    (``--fd``), and those only matter to whoever binds.
-
-    Args:
-        config: The serving settings to write out.
-        log_level: ``--log-level``, which is not part of a config.
-        log_format: ``--log-format``, likewise.
-    """
-    argv = ["--once"] if config.once else []
-    # repr() of a float reads back as exactly the same float, inf included.
-    argv += [
-        f"--max-clients={config.max_clients}",
-        f"--delay={config.delay!r}",
-        f"--idle-timeout={config.idle_timeout!r}",
-        f"--grace={config.grace!r}",
-        f"--tls-handshake-timeout={config.tls_handshake_timeout!r}",
-        f"--log-level={log_level}",
-        f"--log-format={log_format}",
-    ]
-    if config.tls_cert is not None and config.tls_key is not None:
-        # "=" keeps a file name that starts with "-" a value, not an option.
-        argv += [f"--tls-cert={config.tls_cert}", f"--tls-key={config.tls_key}"]
-    argv += [f"--allow-uid={uid}" for uid in sorted(config.allow_uids)]
-    argv += [f"--allow-gid={gid}" for gid in sorted(config.allow_gids)]
-    return argv
-
-
 def _client_config(args: argparse.Namespace) -> ClientConfig:
     return ClientConfig(
         address=args.tcp or args.unix or UnixAddress(defaults.DEFAULT_UNIX_PATH),

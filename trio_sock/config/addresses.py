@@ -7,7 +7,7 @@ them as a user types them and as the ready line prints them.
 from __future__ import annotations
 
 import os
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import attrs
 
@@ -143,3 +143,29 @@ def connectable(value: Address) -> None:
         raise TypeError(f"must be a UnixAddress or TcpAddress, not {value!r}")
     if isinstance(value, TcpAddress) and value.port == 0:
         raise ValueError(f"must be the server's real port, not 0, in {value}")
+
+
+def to_jsonable(address: Address) -> dict[str, Any]:
+    """``address`` as a JSON object that ``from_jsonable`` reads back: ``{"unix": PATH}``,
+    ``{"tcp": [HOST, PORT]}``.  Not as it prints: a path that is not UTF-8 prints
+    escaped, but its lone surrogates survive JSON (``\\udcff``) exactly."""
+    if isinstance(address, UnixAddress):
+        return {"unix": address.path}
+    return {"tcp": [address.host, address.port]}
+
+
+def from_jsonable(value: dict[str, Any]) -> Address:
+    """An address as ``to_jsonable`` wrote it.
+
+    Raises:
+        ValueError, TypeError, KeyError: ``value`` is not such an address.
+    """
+    (kind, field), *others = value.items()  # a ValueError if there is not just one
+    if others:
+        raise ValueError(f"an address with more than one kind: {value!r}")
+    if kind == "unix":
+        return UnixAddress(field)
+    if kind == "tcp":
+        host, port = field
+        return TcpAddress(host, port)
+    raise KeyError(kind)

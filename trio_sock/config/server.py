@@ -5,13 +5,14 @@ Nothing here opens a socket; each class checks its own fields with ``rules``.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from . import rules
-from .addresses import Address, TcpAddress, UnixAddress
+from .addresses import Address, TcpAddress, UnixAddress, from_jsonable, to_jsonable
 from .defaults import (
     DEFAULT_GRACE,
     DEFAULT_IDLE_TIMEOUT,
@@ -166,3 +167,46 @@ class ServerConfig:
             raise ValueError("a server needs at least one address or fd to listen on")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both a certificate and its key, or neither")
+
+    def to_json(self) -> str:
+        """Every field as JSON, which ``from_json`` reads back as an equal config.
+
+        How a ``--workers`` parent hands its configuration to each worker: a field
+        added to this class travels with the others, with nothing to keep in step.
+        """
+        # ensure_ascii (the default) writes a lone surrogate as \\udcXX: the text is
+        # ASCII, fit for any environment, and reads back as the same path.
+        return json.dumps(attrs.asdict(self, recurse=False), default=_to_jsonable)
+
+    @classmethod
+    def from_json(cls, text: str) -> ServerConfig:
+        """The config ``to_json`` wrote.
+
+        Raises:
+            ValueError, TypeError: ``text`` is not such a config (it is checked as
+                any other is).
+        """
+        fields = json.loads(text, object_hook=_from_jsonable)
+        if not isinstance(fields, dict):
+            raise TypeError(f"expected a JSON object, not {text!r}")
+        return cls(**fields)
+
+
+def _to_jsonable(value: object) -> object:
+    if isinstance(value, UnixAddress | TcpAddress):
+        return to_jsonable(value)
+    if isinstance(value, ListenFd):
+        address = None if value.address is None else to_jsonable(value.address)
+        return {"fd": value.fd, "name": value.name, "address": address}
+    if isinstance(value, frozenset):
+        return sorted(value)
+    raise TypeError(f"{value!r} has no JSON form")
+
+
+def _from_jsonable(value: dict[str, Any]) -> object:
+    """Addresses and ``ListenFd``s back from their JSON objects (known by their keys)."""
+    if value.keys() in ({"unix"}, {"tcp"}):
+        return from_jsonable(value)
+    if value.keys() == {"fd", "name", "address"}:
+        return ListenFd(value["fd"], value["name"], value["address"])
+    return value

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import trio
 
-from trio_sock.cli.options import server_arguments
+from trio_sock.config.server import ListenFd
 from trio_sock.errors import WorkerError
 from trio_sock.listen.listeners import Listener, open_listeners, open_reuse_port_copy
 from trio_sock.server.ready import is_ready_line
@@ -88,7 +88,8 @@ class Supervisor:
     addresses: tuple[Address, ...]
     """Every bound address, in config order; TCP port 0 replaced by the real one."""
     _config: ServerConfig
-    _arguments: list[str]
+    _log_level: str
+    _log_format: str
     _listeners: list[Listener]
     _shares: list[list[Listener]]
     _timers: trio.Nursery
@@ -197,18 +198,20 @@ class Supervisor:
     async def _spawn(self, number: int) -> _Worker:
         """Start worker ``number`` on its share of the listeners."""
         share = self._shares[number - 1]
-        role = WorkerRole(
-            number, {listener.socket.fileno(): listener.address for listener in share}
+        inherited = [ListenFd(lst.socket.fileno(), address=lst.address) for lst in share]
+        config = attrs.evolve(
+            self._config, addresses=(), listen_fds=inherited, workers=1, reuse_port=False
         )
-        fds = list(role.addresses)
+        role = WorkerRole(number, config, self._log_level, self._log_format)
+        fds = [fd.fd for fd in inherited]
         env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY_ENV}
         env[WORKER_ENV] = role.to_environment()
-        argv = [sys.executable, "-m", "trio_sock", "server", *(f"--fd={fd}" for fd in fds)]
+        argv = [sys.executable, "-m", "trio_sock", "server"]  # all else is in the role
         theirs, ours = os.pipe()
         try:
             os.set_blocking(ours, False)
             process = await trio.lowlevel.open_process(
-                [*argv, *self._arguments],
+                argv,
                 stdin=theirs,
                 stdout=subprocess.PIPE,
                 pass_fds=fds,
@@ -297,8 +300,8 @@ async def supervise(
 
     Use it as ``supervisor = await nursery.start(supervise, config)``: ``start``
     returns once every worker is ready.  Each worker is ``python -m trio_sock
-    server`` with the sockets on ``--fd`` and ``config``'s serving options; its
-    log lines go to this process's stderr, marked with its number.
+    server`` handed ``config`` in its role (``WorkerRole``), to serve its share of
+    the sockets; its log lines go to this process's stderr, marked with its number.
 
     Args:
         config: What to listen on and how to serve; ``workers`` says how many.
@@ -336,12 +339,12 @@ async def supervise(
                 owned.append(mine)  # before anything else can fail: closed on every path
                 share.append(mine)
             shares.append(share)
-        arguments = server_arguments(config, log_level=log_level, log_format=log_format)
         async with trio.open_nursery() as timers:
             supervisor = Supervisor(
                 tuple(listener.address for listener in listeners),
                 config,
-                arguments,
+                log_level,
+                log_format,
                 owned,
                 shares,
                 timers,

@@ -16,11 +16,10 @@ signals as a lone server does (the first stops, the second cancels) and obeys
 orders besides; the parent's STOP after a signal is no second signal.
 
 A worker knows it is one by ``TRIO_SOCK_WORKER`` in its environment: its
-number and the address of each descriptor, which the socket itself cannot
-always tell (a socket file is bound under a temporary name, then renamed).
-Addresses travel as JSON objects (``{"unix": PATH}``, ``{"tcp": [HOST, PORT]}``),
-not as they print: a path that is not UTF-8 prints escaped, but its lone
-surrogates survive JSON (``\\udcff``) exactly.
+number, its logging, and the whole ``ServerConfig`` as JSON
+(``ServerConfig.to_json``), whose ``listen_fds`` carry the address of each
+descriptor, which the socket itself cannot always tell (a socket file is bound
+under a temporary name, then renamed).
 """
 
 from __future__ import annotations
@@ -28,16 +27,15 @@ from __future__ import annotations
 import enum
 import json
 import os
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
 
-from trio_sock.config.addresses import Address, TcpAddress, UnixAddress
 from trio_sock.errors import WorkerError
 
 if TYPE_CHECKING:
-    from trio_sock.config.server import ListenFd
+    from trio_sock.config.server import ServerConfig
 
 #: Where the parent tells a worker who it is (see the module docstring).
 WORKER_ENV: Final = "TRIO_SOCK_WORKER"
@@ -62,12 +60,17 @@ _ORDERS: Final = {order.value: order for order in Order if order.value}
 
 @attrs.frozen
 class WorkerRole:
-    """What a worker learns from its parent: its number and its sockets' addresses."""
+    """What a worker learns from its parent: its number, and how to serve."""
 
     number: int
     """1 to ``workers``, shown as ``worker=N`` in every log line."""
-    addresses: dict[int, Address] = attrs.field(factory=dict, eq=False)
-    """The address of each inherited descriptor, as the parent bound it."""
+    config: ServerConfig
+    """The parent's configuration, to serve the sockets in its ``listen_fds`` (each
+    with the address the parent bound), as one process."""
+    log_level: str = "info"
+    """The parent's ``--log-level``."""
+    log_format: str = "text"
+    """The parent's ``--log-format``."""
 
     @classmethod
     def from_environment(cls) -> WorkerRole | None:
@@ -79,52 +82,32 @@ class WorkerRole:
         text = os.environ.pop(WORKER_ENV, None)
         if text is None:
             return None
+        from trio_sock.config.server import ServerConfig  # only a worker needs it here
+
         try:
             fields = json.loads(text)
-            number = int(fields["number"])
-            addresses = {int(fd): _address_from(a) for fd, a in fields["addresses"].items()}
+            return cls(
+                int(fields["number"]),
+                ServerConfig.from_json(fields["config"]),
+                str(fields["log_level"]),
+                str(fields["log_format"]),
+            )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise WorkerError(
                 f"{WORKER_ENV} is set but malformed ({exc}); it is for the workers that"
                 " --workers starts: unset it"
             ) from None
-        return cls(number, addresses)
 
     def to_environment(self) -> str:
         """The value of ``TRIO_SOCK_WORKER`` that ``from_environment`` reads back."""
-        addresses = {str(fd): _address_to(address) for fd, address in self.addresses.items()}
-        # ensure_ascii (the default) writes a lone surrogate as \udcXX: the value
-        # is ASCII, fit for any environment, and reads back as the same path.
-        return json.dumps({"number": self.number, "addresses": addresses})
-
-    def listen_fds(self, inherited: tuple[ListenFd, ...]) -> tuple[ListenFd, ...]:
-        """``inherited`` (from ``--fd``), each with the address the parent bound."""
-        return tuple(
-            attrs.evolve(fd, address=self.addresses.get(fd.fd, fd.address)) for fd in inherited
+        return json.dumps(
+            {
+                "number": self.number,
+                "config": self.config.to_json(),
+                "log_level": self.log_level,
+                "log_format": self.log_format,
+            }
         )
-
-
-def _address_to(address: Address) -> dict[str, Any]:
-    if isinstance(address, UnixAddress):
-        return {"unix": address.path}
-    return {"tcp": [address.host, address.port]}
-
-
-def _address_from(value: dict[str, Any]) -> Address:
-    """An address as ``_address_to`` wrote it.
-
-    Raises:
-        ValueError, TypeError, KeyError: ``value`` is not such an address.
-    """
-    (kind, field), *others = value.items()  # a ValueError if there is not just one
-    if others:
-        raise ValueError(f"an address with more than one kind: {value!r}")
-    if kind == "unix":
-        return UnixAddress(field)
-    if kind == "tcp":
-        host, port = field
-        return TcpAddress(host, port)
-    raise KeyError(kind)
 
 
 @attrs.define(eq=False)
