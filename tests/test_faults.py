@@ -98,7 +98,7 @@ def reply(offset: int, size: int) -> bytes:
 #: by which plain starts differ: a race that really is one.
 GATED_SERVER: Final = """\
 import runpy, sys
-import trio, trio_sock.cli.main, trio_sock.listen.listeners, trio_sock.server.serve
+import trio, trio_sock.cli.main, trio_sock.listen.open_all, trio_sock.server.serve
 print("at the gate", flush=True)
 sys.stdin.buffer.read(1)
 runpy.run_module("trio_sock", run_name="__main__", alter_sys=True)

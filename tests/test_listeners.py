@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,13 +18,12 @@ from tests.helpers import unprivileged
 from trio_sock.config.addresses import TcpAddress, UnixAddress
 from trio_sock.config.server import ServerConfig
 from trio_sock.errors import ListenError
-from trio_sock.listen.listeners import (
-    SUN_PATH_MAX,
-    Listener,
-    open_listeners,
-    open_tcp_listeners,
-    open_unix_listener,
-)
+from trio_sock.listen.open_all import open_listeners
+from trio_sock.listen.tcp import open_tcp_listeners
+from trio_sock.listen.unix import SUN_PATH_MAX, open_unix_listener
+
+if TYPE_CHECKING:
+    from trio_sock.listen.listener import Listener
 
 
 def connects(path: str) -> bool:
@@ -217,7 +217,7 @@ def test_a_group_the_server_may_not_use_is_explained(short_tmp: Path) -> None:
     # As root, a child without capabilities stands in for an ordinary user.
     short_tmp.chmod(0o777)
     code = (
-        "import sys; from trio_sock.listen.listeners import open_unix_listener;"
+        "import sys; from trio_sock.listen.unix import open_unix_listener;"
         "from trio_sock import UnixAddress, ListenError\n"
         "try: open_unix_listener(UnixAddress(sys.argv[1]), group=4242)\n"
         "except ListenError as e: print(e); sys.exit(3)"

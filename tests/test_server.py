@@ -20,7 +20,7 @@ import pytest
 import trio
 import trio.testing
 
-import trio_sock.listen.listeners
+import trio_sock.listen.open_all
 import trio_sock.server.fast
 import trio_sock.server.stats
 import trio_sock.server.stream
@@ -547,7 +547,7 @@ async def test_running_out_of_descriptors_is_survived_and_logged_without_a_flood
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     failing: list[_AcceptFailing] = []
-    real_open = trio_sock.listen.listeners.open_listeners
+    real_open = trio_sock.listen.open_all.open_listeners
 
     async def open_failing(config: ServerConfig) -> list[Any]:
         listeners = await real_open(config)
@@ -579,7 +579,7 @@ async def test_a_connection_that_dies_in_the_listen_queue_is_skipped(
 ) -> None:
     # Linux passes a queued connection's own error (a reset, a timeout, a
     # firewall) through accept(): it must cost that connection only.
-    real_open = trio_sock.listen.listeners.open_listeners
+    real_open = trio_sock.listen.open_all.open_listeners
 
     class _FailsOnce(_AcceptFailing):
         def accept(self) -> tuple[socket.socket, Any]:

@@ -46,7 +46,8 @@ from trio_sock.cli.options import parse
 from trio_sock.config.addresses import TcpAddress, UnixAddress
 from trio_sock.config.server import ListenFd, ServerConfig
 from trio_sock.errors import ListenError
-from trio_sock.listen.listeners import adopt_listener, open_reuse_port_copy, open_tcp_listeners
+from trio_sock.listen.inherited import adopt_listener
+from trio_sock.listen.tcp import open_reuse_port_copy, open_tcp_listeners
 from trio_sock.workers.worker import Lifeline, Order, WorkerRole
 
 if TYPE_CHECKING:

@@ -75,7 +75,7 @@ def _connect_error(address: Address, exc: OSError) -> ConnectError:
 
 def _too_long(address: UnixAddress) -> str:
     """What to say if ``address`` is longer than the kernel's limit; "" if it fits."""
-    from trio_sock.listen.listeners import SUN_PATH_MAX  # only after a failure
+    from trio_sock.listen.unix import SUN_PATH_MAX  # only after a failure
 
     name = address.path[1:] if address.is_abstract else address.path
     size = len(os.fsencode(name))

@@ -38,8 +38,8 @@ _stats_log = logging.getLogger("trio_sock.stats")
 
 
 async def _serve_until_signalled(config: ServerConfig, role: WorkerRole | None) -> None:
+    from trio_sock.cli.notify import Notifier
     from trio_sock.cli.status import StatusReporter
-    from trio_sock.listen.systemd import Notifier
     from trio_sock.server.serve import serve  # the client never pays for importing the server
 
     notifier = Notifier.from_environment()
@@ -77,7 +77,7 @@ async def _serve_until_signalled(config: ServerConfig, role: WorkerRole | None) 
 
 
 async def _supervise_until_signalled(config: ServerConfig, log_level: str, log_format: str) -> None:
-    from trio_sock.listen.systemd import Notifier
+    from trio_sock.cli.notify import Notifier
     from trio_sock.workers.supervisor import supervise
 
     notifier = Notifier.from_environment()
@@ -217,7 +217,7 @@ def _run_server(config: ServerConfig, log_level: str, log_format: str, *, activa
                 config = attrs.evolve(config, addresses=(), listen_fds=activated)
         # Before Trio opens descriptors of its own: an fd that was not passed in
         # must read "not open", not be mistaken for one of Trio's.
-        from trio_sock.listen.listeners import check_inherited
+        from trio_sock.listen.inherited import check_inherited
 
         for inherited in config.listen_fds:
             check_inherited(inherited)

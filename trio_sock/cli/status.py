@@ -13,7 +13,7 @@ import attrs
 import trio
 
 if TYPE_CHECKING:
-    from trio_sock.listen.systemd import Notifier
+    from trio_sock.cli.notify import Notifier
     from trio_sock.server.serve import Server
 
 #: systemd shows the latest STATUS= line; once a second is fresh enough for

@@ -109,9 +109,9 @@ class LockFile:
             errno=errno.EBUSY,
         )
 
-    def release(self) -> None:
-        """Unlink the lock file (while still holding it, so no one locks a dead file),
-        if it is still ours, then let go."""
+    def close(self) -> None:
+        """Release the lock: unlink the lock file if it is still ours (while still
+        holding it, so no one locks a dead file), then let go."""
         if self._fd < 0:
             return
         if _identity_of(self._name, self._directory) == self._identity:

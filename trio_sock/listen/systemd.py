@@ -1,8 +1,8 @@
-"""systemd's two small protocols: socket activation and readiness notification.
+"""systemd socket activation: the listening sockets systemd passes (sd_listen_fds(3)).
 
-Both are plain environment variables and one datagram socket, so no library is
-needed (sd_listen_fds(3), sd_notify(3)).  Outside systemd neither variable is
-set and everything here does nothing.
+Plain environment variables, so no library is needed.  Outside systemd none
+is set and ``listen_fds`` finds nothing.  Readiness (sd_notify) is the command
+line's business: ``trio_sock.cli.notify``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ import logging
 import os
 import re
 import resource
-import socket
 from typing import Final
-
-import attrs
 
 from trio_sock.config.defaults import MAX_FD
 from trio_sock.config.server import ListenFd
@@ -122,46 +119,3 @@ def listen_fds(*, fd_limit: int | None = None) -> tuple[ListenFd, ...]:
         ListenFd(LISTEN_FDS_START + i, labels[i] if i < len(labels) and labels[i] else None)
         for i in range(count)
     )
-
-
-@attrs.define(eq=False)
-class Notifier:
-    """Sends sd_notify(3) messages to ``NOTIFY_SOCKET``, if it is set; else does nothing."""
-
-    address: str | None
-    _sock: socket.socket | None = None
-    _warned: bool = False
-
-    @classmethod
-    def from_environment(cls) -> Notifier:
-        path = os.environ.get("NOTIFY_SOCKET") or None
-        if path is not None and path.startswith("@"):
-            path = "\0" + path[1:]  # abstract, as systemd writes it
-        return cls(path)
-
-    def notify(self, *lines: str) -> None:
-        """Send ``lines`` as one datagram; a failure is logged once, never raised.
-
-        Non-blocking: a receiver that stops reading must cost us a lost status
-        line, never a server frozen in ``sendto``.
-        """
-        if self.address is None:
-            return
-        try:
-            if self._sock is None:
-                kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
-                self._sock = socket.socket(socket.AF_UNIX, kind)
-            self._sock.sendto("\n".join(lines).encode(), self.address)
-        except OSError as exc:
-            if not self._warned:
-                self._warned = True
-                _log.warning(
-                    "cannot notify systemd at %s: %s (further failures are not logged)",
-                    self.address.replace("\0", "@"),
-                    exc.strerror,
-                )
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None

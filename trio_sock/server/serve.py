@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final, Literal
 import attrs
 import trio
 
-from trio_sock.listen.listeners import Listener, open_listeners
+from trio_sock.listen.open_all import open_listeners
 from trio_sock.server.clients import ClientSlots, Context, Door
 from trio_sock.server.fast import serve_plain_client
 from trio_sock.server.peers import AccessPolicy, PeerCredentials, policy_for
@@ -33,6 +33,7 @@ from trio_sock.tls import server_context
 if TYPE_CHECKING:
     from trio_sock.config.addresses import Address
     from trio_sock.config.server import ServerConfig
+    from trio_sock.listen.listener import Listener
 
 _log = logging.getLogger("trio_sock.server")
 

@@ -29,7 +29,8 @@ import trio
 
 from trio_sock.config.server import ListenFd
 from trio_sock.errors import WorkerError
-from trio_sock.listen.listeners import Listener, open_listeners, open_reuse_port_copy
+from trio_sock.listen.open_all import open_listeners
+from trio_sock.listen.tcp import open_reuse_port_copy
 from trio_sock.server.ready import is_ready_line
 from trio_sock.tls import server_context
 from trio_sock.workers.worker import WORKER_ENV, Order, WorkerRole
@@ -37,6 +38,7 @@ from trio_sock.workers.worker import WORKER_ENV, Order, WorkerRole
 if TYPE_CHECKING:
     from trio_sock.config.addresses import Address
     from trio_sock.config.server import ServerConfig
+    from trio_sock.listen.listener import Listener
 
 _log = logging.getLogger("trio_sock.workers")
 
