@@ -2,15 +2,14 @@
 
 A thin layer over the library: parse options into config objects, run, and
 turn the outcome into output and an exit code.  This is the only module that
-prints or picks exit codes: 0 success, 1 an error the user can fix (one line on
-stderr), 2 a bad command line (with usage).  No traceback reaches the user
-unless ``--log-level debug`` asks for one.
+picks exit codes: 0 success, 1 an error the user can fix (one line on stderr),
+2 a bad command line (with usage).  No traceback reaches the user unless
+``--log-level debug`` asks for one.  Serving until signalled is ``run``'s.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
@@ -20,18 +19,18 @@ import trio
 from trio_sock.cli import early_signals
 from trio_sock.cli.options import Command as Command
 from trio_sock.cli.options import parse as parse
+from trio_sock.cli.run import run_until_signalled
 from trio_sock.config.addresses import Address, TcpAddress
 from trio_sock.config.client import ClientConfig
 from trio_sock.errors import TrioSockError
-from trio_sock.server.ready import ready_line
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Sequence
+    from collections.abc import Callable, Sequence
 
     from trio_sock.config.server import ServerConfig
     from trio_sock.server.serve import Server
     from trio_sock.workers.supervisor import Supervisor
-    from trio_sock.workers.worker import Lifeline, WorkerRole
+    from trio_sock.workers.worker import WorkerRole
 
 _log = logging.getLogger("trio_sock.cli")
 _stats_log = logging.getLogger("trio_sock.stats")
@@ -43,36 +42,28 @@ async def _serve_until_signalled(config: ServerConfig, role: WorkerRole | None) 
     from trio_sock.server.serve import serve  # the client never pays for importing the server
 
     notifier = Notifier.from_environment()
-    # Opened first, so that a signal at any moment after this is handled here.
-    with trio.open_signal_receiver(*early_signals.stop_signals(), signal.SIGUSR1) as signals:
-        async with trio.open_nursery() as nursery:
 
-            async def run(task_status: trio.TaskStatus[Server]) -> None:
-                await serve(config, task_status=task_status)
-                nursery.cancel_scope.cancel()  # stopped gracefully: stop watching signals
+    async def start(task_status: trio.TaskStatus[Server]) -> None:
+        await serve(config, task_status=task_status)
 
-            if held := early_signals.received():
-                name = signal.Signals(held[0]).name
-                _log.info("%s while starting: not serving", name)
-                return
-            server: Server = await nursery.start(run)
-            if role is None:  # a worker's parent warns, once for all
-                _warn_if_tls_is_unused(config, server.addresses)
-            print(ready_line(server.addresses), flush=True)
-            status = StatusReporter(server, notifier)
-            status.notify("READY=1")
-            if notifier.address is not None:
-                nursery.start_soon(status.run)
-            if role is not None:
-                from trio_sock.workers.worker import Lifeline
+    def when_ready(server: Server, nursery: trio.Nursery) -> Callable[[], None]:
+        if role is None:  # a worker's parent warns, once for all
+            _warn_if_tls_is_unused(config, server.addresses)
+        status = StatusReporter(server, notifier)
+        status.notify("READY=1")
+        if notifier.address is not None:
+            nursery.start_soon(status.run)
+        if role is not None:
+            from trio_sock.workers.worker import Lifeline, obey_parent
 
-                nursery.start_soon(_obey_parent, Lifeline.open(), server, nursery, config.grace)
+            lifeline = Lifeline.open()
+            nursery.start_soon(obey_parent, lifeline, server, nursery, config.grace, _log_stats)
+        return lambda: status.notify("STOPPING=1")
 
-            def stop() -> None:
-                status.notify("STOPPING=1")
-                server.stop()
-
-            await _obey_signals(signals, nursery, config.grace, stop, lambda: _log_stats(server))
+    server = await run_until_signalled(
+        start, grace=config.grace, when_ready=when_ready, stats=_log_stats
+    )
+    if server is not None:
         _log_stats(server)
 
 
@@ -81,84 +72,21 @@ async def _supervise_until_signalled(config: ServerConfig, log_level: str, log_f
     from trio_sock.workers.supervisor import supervise
 
     notifier = Notifier.from_environment()
-    with trio.open_signal_receiver(*early_signals.stop_signals(), signal.SIGUSR1) as signals:
-        async with trio.open_nursery() as nursery:
 
-            async def run(task_status: trio.TaskStatus[Supervisor]) -> None:
-                await supervise(
-                    config, log_level=log_level, log_format=log_format, task_status=task_status
-                )
-                nursery.cancel_scope.cancel()  # every worker has exited: stop watching signals
+    async def start(task_status: trio.TaskStatus[Supervisor]) -> None:
+        await supervise(config, log_level=log_level, log_format=log_format, task_status=task_status)
 
-            if held := early_signals.received():
-                name = signal.Signals(held[0]).name
-                _log.info("%s while starting: not serving", name)
-                return
-            supervisor: Supervisor = await nursery.start(run)
-            _warn_if_tls_is_unused(config, supervisor.addresses)
-            print(ready_line(supervisor.addresses), flush=True)
-            notifier.notify("READY=1", f"STATUS={config.workers} workers serving")
+    def when_ready(supervisor: Supervisor, nursery: trio.Nursery) -> Callable[[], None]:
+        _warn_if_tls_is_unused(config, supervisor.addresses)
+        notifier.notify("READY=1", f"STATUS={config.workers} workers serving")
+        return lambda: notifier.notify("STOPPING=1", f"STATUS=stopping {config.workers} workers")
 
-            def stop() -> None:
-                notifier.notify("STOPPING=1", f"STATUS=stopping {config.workers} workers")
-                supervisor.stop()
-
-            await _obey_signals(signals, nursery, config.grace, stop, supervisor.request_stats)
-
-
-async def _obey_signals(
-    signals: AsyncIterator[int],
-    nursery: trio.Nursery,
-    grace: float,
-    stop: Callable[[], None],
-    stats: Callable[[], None],
-) -> None:
-    """SIGUSR1 asks for ``stats``; the first SIGINT, SIGTERM or SIGHUP calls ``stop``, the
-    second (of any of them) cancels ``nursery`` and returns."""
-    signalled = False
-    async for signum in signals:
-        name = signal.Signals(signum).name
-        if signum == signal.SIGUSR1:
-            stats()
-        elif signalled:
-            _log.warning("second signal (%s): cancelling every client now", name)
-            nursery.cancel_scope.cancel()
-            return
-        else:
-            signalled = True
-            _log.info(
-                "%s: stopping; clients have %ss to finish (a second signal stops now)", name, grace
-            )
-            stop()
-
-
-async def _obey_parent(
-    lifeline: Lifeline, server: Server, nursery: trio.Nursery, grace: float
-) -> None:
-    """A worker's orders from its parent: as signals would say, but a STOP after a
-    signal (both sent for one Ctrl-C or ``systemctl stop``) is not a second signal."""
-    from trio_sock.workers.worker import Order
-
-    try:
-        while True:
-            order = await lifeline.next_order()
-            if order is Order.STATS:
-                _log_stats(server)
-            elif order is Order.CANCEL:
-                _log.warning("the parent says stop now: cancelling every client")
-                nursery.cancel_scope.cancel()
-                return
-            elif order is Order.STOP:
-                if not server.stopping:
-                    _log.info("the parent says stop: clients have %ss to finish", grace)
-                server.stop()
-            else:
-                _log.warning("the parent is gone: stopping; clients have %ss to finish", grace)
-                server.stop()
-                return
-    finally:
-        with trio.CancelScope(shield=True):
-            await lifeline.aclose()
+    await run_until_signalled(
+        start,
+        grace=config.grace,
+        when_ready=when_ready,
+        stats=lambda supervisor: supervisor.request_stats(),
+    )
 
 
 def _warn_if_tls_is_unused(config: ServerConfig, addresses: Sequence[Address]) -> None:

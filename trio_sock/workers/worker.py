@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import os
 from typing import TYPE_CHECKING, Final
 
@@ -35,7 +36,12 @@ import trio
 from trio_sock.errors import WorkerError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from trio_sock.config.server import ServerConfig
+    from trio_sock.server.serve import Server
+
+_log = logging.getLogger("trio_sock.workers")
 
 #: Where the parent tells a worker who it is (see the module docstring).
 WORKER_ENV: Final = "TRIO_SOCK_WORKER"
@@ -144,3 +150,34 @@ class Lifeline:
     async def aclose(self) -> None:
         """Close the duplicate descriptor."""
         await self._stream.aclose()
+
+
+async def obey_parent(
+    lifeline: Lifeline,
+    server: Server,
+    nursery: trio.Nursery,
+    grace: float,
+    stats: Callable[[Server], None],
+) -> None:
+    """A worker's orders from its parent: as signals would say, but a STOP after a
+    signal (both sent for one Ctrl-C or ``systemctl stop``) is not a second signal."""
+    try:
+        while True:
+            order = await lifeline.next_order()
+            if order is Order.STATS:
+                stats(server)
+            elif order is Order.CANCEL:
+                _log.warning("the parent says stop now: cancelling every client")
+                nursery.cancel_scope.cancel()
+                return
+            elif order is Order.STOP:
+                if not server.stopping:
+                    _log.info("the parent says stop: clients have %ss to finish", grace)
+                server.stop()
+            else:
+                _log.warning("the parent is gone: stopping; clients have %ss to finish", grace)
+                server.stop()
+                return
+    finally:
+        with trio.CancelScope(shield=True):
+            await lifeline.aclose()
