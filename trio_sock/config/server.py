@@ -80,7 +80,7 @@ class ListenFd:
     )
     """The address as the process that bound the socket knows it; ``None`` reads it
     from the socket.  A socket file bound under a temporary name and renamed into
-    place (as ``listeners`` does) still calls itself by the temporary name, so a
+    place (as ``listen.unix`` does) still calls itself by the temporary name, so a
     parent that passes one on says its real name here."""
 
 
@@ -156,7 +156,7 @@ class ServerConfig:
     workers: int = attrs.field(default=1, validator=field_rule(rules.count_up_to(MAX_WORKERS)))
     """Processes that serve the listeners, each with its own ``max_clients``; 1 is a
     single process with no supervisor.  ``serve`` always runs one: more are started
-    and restarted by ``workers.supervise``."""
+    and restarted by ``workers.supervisor.supervise``."""
     reuse_port: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     """Open TCP listeners with ``SO_REUSEPORT``: with several workers, each gets a
     socket of its own on the same port and the kernel spreads connections between

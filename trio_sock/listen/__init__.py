@@ -1,9 +1,10 @@
 """Listening: opening the sockets a server accepts on, and every rule about them.
 
-The rooms: ``listeners`` (opening Unix, TCP and inherited listeners, all or
-none), ``lockfile`` (one server per socket path), ``private_dir`` (binding a
-socket file where no one can swap its name), ``unix_diag`` (asking the kernel
-which socket files have a listener), ``systemd`` (socket activation).
+The rooms: ``listener`` (a ``Listener``, OS errors explained, ``close_on_error``),
+``unix`` (socket-file rules, with ``lockfile``, ``private_dir`` and
+``unix_diag``), ``tcp`` (and ``SO_REUSEPORT``), ``inherited`` (``--fd``) and
+``systemd`` (socket activation), ``open_all`` (every listener of a config, all
+or none).
 
 May import ``config`` and ``errors``; never ``server``, ``workers`` or ``cli``.
 """

@@ -8,7 +8,7 @@ it for its whole life.  The kernel drops the lock when the process dies, even
 by ``kill -9``, so a lock file left behind is never mistaken for a live server.
 
 The lock file is named relative to the socket's directory, opened once by
-``listeners``: it guards the directory the socket is bound in, even if a path
+``listen.unix``: it guards the directory the socket is bound in, even if a path
 component is swapped meanwhile.
 """
 

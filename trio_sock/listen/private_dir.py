@@ -6,7 +6,7 @@ be replaced by a symlink before its mode is set, and a root server would then
 change the mode and group of whatever file the symlink names.  So nothing here
 is done by a name that anyone else can replace:
 
-- the socket's directory is opened once (``listeners``); every call after that
+- the socket's directory is opened once (``listen.unix``); every call after that
   is relative to its descriptor;
 - inside it, a private directory is made with mode 0700, opened with
   ``O_NOFOLLOW`` and checked through the descriptor (``fstat``) to be a directory

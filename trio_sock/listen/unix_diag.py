@@ -9,7 +9,7 @@ at bind time, and a socket bound under a temporary name and renamed, as
 trio_sock's are, is listed under the old name.)
 
 The answer covers this network namespace only, and the kernel reports inode
-numbers in 32 bits; ``listeners`` connects to a socket the kernel does not list,
+numbers in 32 bits; ``listen.unix`` connects to a socket the kernel does not list,
 so a server elsewhere is still found (the connect cannot hurt a socket nothing
 here listens on).  Parsing is pure, so it is tested with crafted bytes.
 """

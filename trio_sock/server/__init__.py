@@ -12,6 +12,7 @@ Read it in this order:
 5. ``watched_stream`` and ``reaper``: the idle timeout, one task for every client.
 6. ``peers``: peer credentials and ``--allow-uid``/``--allow-gid``.
 7. ``departures``, ``stats``, ``words``: what the logs and the stats line say.
+8. ``ready``: the ready line, ``server waiting on ...``.
 
 May import ``protocol``, ``config``, ``errors``, ``tls`` and ``listen``; never
 ``workers`` or ``cli``.

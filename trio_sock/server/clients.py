@@ -1,6 +1,6 @@
 """How clients come in and go out: slots, counters, departure records.
 
-Both ways of serving a client (``fastpath`` for plain sockets, ``connection``
+Both ways of serving a client (``fast`` for plain sockets, ``stream``
 for TLS, ``--once`` and ``--delay``) begin with ``Door.arrived`` and end with
 ``Door.left``, so every client is counted, timed, logged and closed the same
 way whichever path served it.  The ``reason`` each path gives ``left`` is the
@@ -87,7 +87,7 @@ class Door:
     address: Address
     context: Context
     serve: Callable[[socket.socket, object, int, Door], Awaitable[None]]
-    """The task that serves each of its clients: ``fastpath.serve_plain_client`` when
+    """The task that serves each of its clients: ``fast.serve_plain_client`` when
     nothing (TLS, ``--once``, ``--delay``) stands in its way."""
 
     @staticmethod

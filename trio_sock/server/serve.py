@@ -3,7 +3,7 @@
 The shape is hypercorn's Trio worker: client tasks live in an outer nursery,
 accept loops in an inner one, the idle reaper in one around both.  Stopping
 cancels the inner nursery (no new clients), closes the listeners, then gives
-the outer one a deadline: the grace period.  Each client task (``connection``)
+the outer one a deadline: the grace period.  Each client task (``stream``, ``fast``)
 handles its own failures, so a reset, garbage or a timeout ends that client
 and nothing else.
 """

@@ -2,7 +2,7 @@
 
 These go through Trio streams: a ``WatchedStream`` over the socket (TLS in an
 ``SSLStream`` on top of it), and the code is written plainly, since speed is
-``fastpath``'s business.  Idleness is timed as on the fast path: every byte
+``fast``'s business.  Idleness is timed as on the fast path: every byte
 the ``WatchedStream`` moves is a sign of life, and ``reaper.reap_idle`` drops a
 client whose last one is too old.  Nothing a client does escapes its own task:
 every end becomes the ``reason`` in its departure record.
@@ -55,7 +55,7 @@ async def _start_tls(
 async def serve_stream_client(conn: socket.socket, peer: object, number: int, door: Door) -> None:
     """Serve one client over a Trio stream (TLS, ``--once``, ``--delay``); never raise.
 
-    The arguments are ``fastpath.serve_plain_client``'s; so is the promise that
+    The arguments are ``fast.serve_plain_client``'s; so is the promise that
     every end goes through ``Door.left`` with its reason.
     """
     tally = door.arrived(conn)
@@ -96,7 +96,7 @@ async def _reply_over_stream(
 ) -> str:
     """Reply to every chunk until the client's EOF, over any Trio stream (TLS, ``--delay``).
 
-    ``fastpath.serve_plain_client`` does the same for plain sockets, faster; this
+    ``fast.serve_plain_client`` does the same for plain sockets, faster; this
     one is written plainly.  A client that stops reading blocks ``send_all``,
     which stops the reads: at most one chunk per client is ever buffered here.
 

@@ -12,7 +12,7 @@ pending call raises ``trio.ClosedResourceError``, and so does every call after.
 
 It behaves as ``trio.SocketStream`` (it passes Trio's own stream conformance
 checks, every call a checkpoint), but tries each system call before waiting,
-as ``fastpath`` does, and owns no Trio socket object.
+as ``fast`` does, and owns no Trio socket object.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Several processes: ``supervisor`` (the parent that starts, restarts and stops
-workers) and ``worker`` (a worker's side: who it is, its parent's orders, and its
-parent's death).
+workers), ``process`` (one worker as the parent sees it) and ``worker`` (a
+worker's side: who it is, its parent's orders, and its parent's death).
 
 May import ``config``, ``errors``, ``tls``, ``listen`` and ``server``; never ``cli``.
 """

@@ -1,25 +1,24 @@
 """Serve from several processes: a parent that supervises, workers that serve.
 
 The parent opens every listener once (so every socket-file rule of
-``listeners`` holds, lock file included), then starts ``config.workers``
-copies of ``python -m trio_sock server --fd N...``, each inheriting the
-listening sockets, and restarts one that dies, with a backoff.  With
+``listen`` holds, lock file included), then starts ``config.workers``
+copies of ``python -m trio_sock server``, each inheriting the listening
+sockets and handed the configuration, and restarts one that dies, with a backoff.  With
 ``reuse_port``, each worker gets a socket of its own on each TCP address
 (``SO_REUSEPORT``) and the kernel spreads connections between them; the parent
 keeps every copy open, so that connections queued on a dead worker's socket
 wait for the worker that replaces it.  Unix sockets and inherited descriptors
 are always shared.
 
-A worker is an ordinary server but for what ``lifeline`` describes: it learns
-its number and its sockets' addresses from its environment, prints its ready
-line into a pipe the parent reads, and takes the parent's orders from another.
+A worker is an ordinary server but for what ``worker`` describes: it learns
+its number and its configuration from its environment, prints its ready line
+into a pipe the parent reads (``process``), and takes the parent's orders from another.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 from typing import TYPE_CHECKING, Final
@@ -31,8 +30,8 @@ from trio_sock.config.server import ListenFd
 from trio_sock.errors import WorkerError
 from trio_sock.listen.open_all import open_listeners
 from trio_sock.listen.tcp import open_reuse_port_copy
-from trio_sock.server.ready import is_ready_line
 from trio_sock.tls import server_context
+from trio_sock.workers.process import WorkerProcess, ending, read_ready_line
 from trio_sock.workers.worker import WORKER_ENV, Order, WorkerRole
 
 if TYPE_CHECKING:
@@ -62,23 +61,6 @@ CANCEL_TIMEOUT: Final = 5.0
 
 
 @attrs.define(eq=False)
-class _Worker:
-    """One worker process, from the parent's side."""
-
-    number: int
-    process: trio.Process
-    lifeline: int
-    """The parent's end: write-only, non-blocking."""
-
-    def order(self, order: Order) -> None:
-        """Send ``order``; a worker that is gone, or not reading, misses it."""
-        try:
-            os.write(self.lifeline, order.value)
-        except OSError as exc:  # EPIPE: it is gone; EAGAIN: 64 KiB of orders unread
-            _log.debug("worker %d missed %s: %s", self.number, order.name, exc.strerror)
-
-
-@attrs.define(eq=False)
 class Supervisor:
     """The running workers, as ``nursery.start(supervise, config)`` returns them.
 
@@ -95,7 +77,7 @@ class Supervisor:
     _listeners: list[Listener]
     _shares: list[list[Listener]]
     _timers: trio.Nursery
-    _running: dict[int, _Worker] = attrs.field(factory=dict)
+    _running: dict[int, WorkerProcess] = attrs.field(factory=dict)
     _stopped: trio.Event = attrs.field(factory=trio.Event)
     _ready: trio.Event = attrs.field(factory=trio.Event)
     _started: int = 0
@@ -184,7 +166,7 @@ class Supervisor:
         worker = await self._spawn(number)
         pid = worker.process.pid
         try:
-            ready = await _read_ready_line(worker.process)
+            ready = await read_ready_line(worker.process)
             if ready and first:
                 _log.info("worker %d ready (pid %d)", number, pid)
                 self._started += 1
@@ -195,9 +177,9 @@ class Supervisor:
             status = await worker.process.wait()
         finally:
             await self._reap(worker)
-        return f"(pid {pid}) {_ending(status)}", ready
+        return f"(pid {pid}) {ending(status)}", ready
 
-    async def _spawn(self, number: int) -> _Worker:
+    async def _spawn(self, number: int) -> WorkerProcess:
         """Start worker ``number`` on its share of the listeners."""
         share = self._shares[number - 1]
         inherited = [ListenFd(lst.socket.fileno(), address=lst.address) for lst in share]
@@ -224,13 +206,13 @@ class Supervisor:
             raise
         finally:
             os.close(theirs)
-        worker = _Worker(number, process, ours)
+        worker = WorkerProcess(number, process, ours)
         self._running[number] = worker
         if self.stopping:  # stopped while it was starting: it reads this once ready
             worker.order(Order.STOP)
         return worker
 
-    async def _reap(self, worker: _Worker) -> None:
+    async def _reap(self, worker: WorkerProcess) -> None:
         """Make sure ``worker`` is gone, whatever ended its watch, then forget it."""
         with trio.CancelScope(shield=True):
             if worker.process.returncode is None:  # we are being cancelled
@@ -249,33 +231,6 @@ class Supervisor:
                 await worker.process.stdout.aclose()
         os.close(worker.lifeline)
         del self._running[worker.number]
-
-
-async def _read_ready_line(process: trio.Process) -> bool:
-    """Read the worker's stdout up to its ready line; False if it closed it first.
-
-    The pipe is closed once the line is read, and only then: a worker that is
-    still starting must not find it closed, or printing its ready line fails.
-    """
-    assert process.stdout is not None
-    data = b""
-    while b"\n" not in data:
-        chunk = await process.stdout.receive_some()
-        if not chunk:
-            return False
-        data += chunk
-    await process.stdout.aclose()
-    return is_ready_line(data)
-
-
-def _ending(status: int) -> str:
-    """How a process ended, from its return code, as a log line says it."""
-    if status < 0:
-        try:
-            return f"was killed by {signal.Signals(-status).name}"
-        except ValueError:
-            return f"was killed by signal {-status}"
-    return f"exited with status {status}"
 
 
 def _fill_closed_stdio() -> None:

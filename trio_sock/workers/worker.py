@@ -1,4 +1,4 @@
-"""A worker's side of its link to the parent that ``workers`` runs.
+"""A worker's side of its link to the parent that ``supervisor`` runs.
 
 Parent and worker talk through two pipes:
 
