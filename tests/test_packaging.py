@@ -226,3 +226,26 @@ trio.run(main)
 """
     served = _run([python, "-c", round_trip], timeout=RUN_TIMEOUT, cwd=tmp_path)
     assert served.stdout.split() == ["B", "B"]
+
+
+def test_the_public_names_for_type_checkers_are_the_ones_imported_on_first_use() -> None:
+    import ast
+
+    import trio_sock
+
+    tree = ast.parse((ROOT / "trio_sock" / "__init__.py").read_text())
+    checked = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+    )
+    typed = {
+        alias.asname: f"{node.module}"
+        for node in checked.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert typed == trio_sock._EXPORTS
+    for name in trio_sock._EXPORTS:
+        assert getattr(trio_sock, name) is not None
+    assert sorted(trio_sock.__all__) == sorted(["__version__", *trio_sock._EXPORTS])

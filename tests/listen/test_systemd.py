@@ -77,7 +77,7 @@ TCP_NAME: Final = "trio-tcp"
 
 SOCKET_ACTIVATE: Final = shutil.which("systemd-socket-activate")
 SYSTEMD_ANALYZE: Final = shutil.which("systemd-analyze")
-DEPLOY: Final = Path(__file__).resolve().parent.parent / "examples" / "deploy"
+DEPLOY: Final = Path(__file__).resolve().parents[2] / "examples" / "deploy"
 
 needs_socket_activate = pytest.mark.skipif(
     SOCKET_ACTIVATE is None,

@@ -24,6 +24,7 @@ import pytest
 import trio
 import trustme
 
+from tests.cli.test_cli import assert_usage_error
 from tests.helpers import (
     EVENT_TIMEOUT,
     FAIL_TIMEOUT,
@@ -40,8 +41,7 @@ from tests.helpers import (
     run_cli,
     wait_for_log,
 )
-from tests.test_cli import assert_usage_error
-from tests.test_systemd import free_tcp_port, needs_socket_activate, socket_activate
+from tests.listen.test_systemd import free_tcp_port, needs_socket_activate, socket_activate
 from trio_sock.cli.options import parse
 from trio_sock.config.addresses import TcpAddress, UnixAddress
 from trio_sock.config.server import ListenFd, ServerConfig

@@ -35,7 +35,7 @@ from tests.helpers import (
     receive_until_eof,
     wait_for_log,
 )
-from tests.test_workers import is_running, poll_until, wait_for_workers
+from tests.workers.test_workers import is_running, poll_until, wait_for_workers
 
 if TYPE_CHECKING:
     from pathlib import Path
