@@ -70,7 +70,8 @@ class Context:
 
     config: ServerConfig
     slots: ClientSlots
-    """One is taken before each accept() and given back when that client leaves."""
+    """One is taken before each accept() and given back when that client leaves:
+    capacity, not a count of clients (``counters.connected`` is the one count)."""
     counters: Counters
     clock: Callable[[], float]
     """Trio's clock, looked up once: the fast path reads it after every wait."""

@@ -89,8 +89,8 @@ class Server:
 
     @property
     def active_clients(self) -> int:
-        """Clients being served right now."""
-        return self._context.slots.taken
+        """Clients being served right now: ``stats().active``, without the sums."""
+        return len(self._context.counters.connected)
 
     @property
     def stopping(self) -> bool:
