@@ -19,7 +19,16 @@ Transport = Literal["unix", "tcp"]
 WORKLOADS: Final[tuple[Workload, ...]] = ("connect", "pingpong", "stream", "idle")
 #: Every server perf.py knows, in the order of its tables.  c_nospin (the C server
 #: without polling) only runs when asked for: it shows the cost of waking a CPU.
-SERVERS: Final = ("c", "trio_sock", "bare_trio", "asyncio", "uvloop", "c_nospin", "trio_sock_2w")
+SERVERS: Final = (
+    "c",
+    "trio_sock",
+    "bare_trio",
+    "asyncio",
+    "uvloop",
+    "c_nospin",
+    "trio_sock_2w",
+    "trio_sock_base",
+)
 UNITS: Final[dict[Workload, str]] = {
     "connect": "connections/s",
     "pingpong": "requests/s",
@@ -451,6 +460,8 @@ def render_markdown(
         "c_nospin": "the same C server, sleeping in `epoll_wait` whenever it is idle",
         "trio_sock": "this project, as run by its command line",
         "trio_sock_2w": "the same, with two worker processes (`--workers 2 --reuse-port`)",
+        "trio_sock_base": "the same arguments, served from the --baseline source tree"
+        " (the code before a change)",
         "bare_trio": "`servers/bare_trio_server.py`: `trio.serve_listeners` and an"
         " `async for` loop that translates each chunk",
         "asyncio": "`servers/asyncio_server.py`: an `asyncio.Protocol` (the faster of"

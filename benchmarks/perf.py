@@ -132,6 +132,9 @@ class Settings:
     """The servers' and load generator's niceness: 0, or negative to outrank other work."""
     loadgen_sleeps: bool = False
     """The load generator waits in epoll_wait instead of polling (to share CPUs)."""
+    baseline: str | None = None
+    """A source tree of another trio_sock (say the previous commit), served as
+    ``trio_sock_base`` with the same arguments: a change measured against what it changed."""
 
 
 # --- Building the C programs -------------------------------------------------------------
@@ -173,6 +176,16 @@ def server_command(name: str, unix_path: str, settings: Settings) -> list[str]:
         base = [sys.executable, "-m", "trio_sock", "server", "--unix", unix_path, "--tcp", tcp]
         workers = ["--workers", "2", "--reuse-port"] if name == "trio_sock_2w" else []
         return base + list(settings.trio_sock_args) + workers
+    if name == "trio_sock_base":
+        if settings.baseline is None:
+            raise BenchmarkError("trio_sock_base needs --baseline DIR")
+        # That tree's package first on the path, run as ``python -m trio_sock``.
+        run = (
+            f"import runpy, sys; sys.path.insert(0, {settings.baseline!r});"
+            " runpy.run_module('trio_sock', run_name='__main__', alter_sys=True)"
+        )
+        base = [sys.executable, "-c", run, "server", "--unix", unix_path, "--tcp", tcp]
+        return base + list(settings.trio_sock_args)
     if name == "bare_trio":
         script = HERE / "servers" / "bare_trio_server.py"
         return [sys.executable, str(script), "--unix", unix_path, "--tcp", tcp]
@@ -654,6 +667,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="trio_sock server's arguments besides --unix and --tcp (one string)",
     )
     parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="a source tree of another trio_sock (git worktree add DIR HEAD~1), served as"
+        " trio_sock_base: name it in --servers",
+    )
+    parser.add_argument(
         "--server-cpus",
         default="0",
         help="taskset CPU list for the servers (say 0,2 for a server with workers)",
@@ -735,6 +754,7 @@ def settings_from(args: argparse.Namespace, notes: list[str]) -> Settings:
         loadgen_cpu=args.loadgen_cpu if pinned else None,
         nice=args.nice,
         loadgen_sleeps=args.loadgen_sleeps,
+        baseline=None if args.baseline is None else str(Path(args.baseline).resolve()),
     )
 
 
@@ -853,7 +873,11 @@ def measure(args: argparse.Namespace, argv: Sequence[str]) -> Run | None:
         settings=asdict(settings),
         elapsed_seconds=round(time.monotonic() - wall0, 1),
         notes=notes,
-        server_commands={n: _shown(server_command(n, "PATH", settings)) for n in SERVERS},
+        server_commands={
+            n: _shown(server_command(n, "PATH", settings))
+            for n in SERVERS
+            if n != "trio_sock_base" or settings.baseline is not None
+        },
         samples=samples,
         client=client,
     )
