@@ -614,7 +614,7 @@ async def test_hostile_peers_all_at_once_leave_a_well_behaved_client_served_prom
         assert await trio.to_thread.run_sync(server.stop) == 0, server.stderr()
     log = server.stderr()
     assert_no_traceback(log)
-    assert "internal error" not in log, log
+    assert " failed: " not in log, log  # no client ended by a bug (Door.failed)
 
 
 # --- descriptors up to the limit, exhaustion and recovery ----------------------------------------

@@ -30,7 +30,10 @@ if TYPE_CHECKING:
     from .errors import ListenError as ListenError
     from .errors import ProtocolError as ProtocolError
     from .errors import TrioSockError as TrioSockError
+    from .protocol import Increment as Increment
     from .protocol import increment as increment
+    from .server.handlers import Handler as Handler
+    from .server.handlers import SansIOProtocol as SansIOProtocol
     from .server.serve import Server as Server
     from .server.serve import serve as serve
     from .server.stats import ServerStats as ServerStats
@@ -54,7 +57,10 @@ _EXPORTS = {
     "ListenError": "errors",
     "ProtocolError": "errors",
     "TrioSockError": "errors",
+    "Increment": "protocol",
     "increment": "protocol",
+    "Handler": "server.handlers",
+    "SansIOProtocol": "server.handlers",
     "Server": "server.serve",
     "serve": "server.serve",
     "ServerStats": "server.stats",

@@ -29,3 +29,25 @@ def increment(data: bytes | bytearray) -> bytes | bytearray:
         ``b"Z"`` gives ``b"["`` and ``b"\\xff"`` gives ``b"\\x00"``.
     """
     return data.translate(_INCREMENT)
+
+
+class Increment:
+    """The increment protocol as a sans-I/O class: the server's default handler.
+
+    The shape every sans-I/O handler has (see ``trio_sock.server.handlers``):
+    the server makes one per client and calls ``data_received`` with each chunk
+    it reads, sending back what it returns.  No state, no I/O.
+    """
+
+    __slots__ = ()
+
+    #: Never done: the client says when it is finished, with its EOF.
+    done: Final = False
+
+    def data_received(self, data: bytes) -> bytes:
+        """Each byte plus one, modulo 256."""
+        return data.translate(_INCREMENT)
+
+    def eof_received(self) -> bytes:
+        """Nothing more to say once the client is finished."""
+        return b""

@@ -34,6 +34,7 @@ from trio_sock import (
     increment,
     serve,
 )
+from trio_sock.protocol import Increment
 from trio_sock.server.fast import RECEIVE_SIZE
 
 if TYPE_CHECKING:
@@ -457,11 +458,11 @@ async def test_a_bug_in_one_client_task_ends_only_that_client(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def broken(data: bytes) -> bytes:
+    def broken(self: Increment, data: bytes) -> bytes:
         raise RuntimeError("boom")
 
     other = await open_stream(server.addresses[1])
-    monkeypatch.setattr(trio_sock.server.fast, "increment", broken)
+    monkeypatch.setattr(Increment, "data_received", broken)
     victim = await open_stream(server.addresses[0])
     async with victim:
         await victim.send_all(b"A")
@@ -614,7 +615,7 @@ async def test_the_stream_path_is_cancelled_promptly_while_blocked_on_a_peer_tha
         nursery.start_soon(client_side.send_all, b"A" * 10)
         with trio.move_on_after(3) as scope:
             await trio_sock.server.stream._reply_over_stream(
-                server_side, ServerConfig(), tally, counted=False
+                server_side, ServerConfig(), tally, Increment(), counted=False
             )
         nursery.cancel_scope.cancel()
     assert scope.cancelled_caught
@@ -635,7 +636,7 @@ async def test_the_stream_path_counts_what_it_relayed_and_ends_on_eof() -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
         reason = await trio_sock.server.stream._reply_over_stream(
-            server_side, config, tally, counted=False
+            server_side, config, tally, Increment(), counted=False
         )
         assert reason == "eof"
     assert (tally.received, tally.sent) == (5, 5)

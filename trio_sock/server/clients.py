@@ -17,6 +17,7 @@ import attrs
 import trio
 
 from trio_sock.config.addresses import TcpAddress
+from trio_sock.protocol import Increment
 from trio_sock.server import departures
 from trio_sock.server.peers import PeerCredentials
 from trio_sock.server.stats import Counters, Tally
@@ -28,10 +29,13 @@ if TYPE_CHECKING:
 
     from trio_sock.config.addresses import Address
     from trio_sock.config.server import ServerConfig
+    from trio_sock.server.handlers import SansIOProtocol
 
 _log = logging.getLogger("trio_sock.server")
 
 EOF: Final = "eof"
+#: The protocol said it was done (its ``done`` attribute), and its last reply was sent.
+DONE: Final = "done"
 IDLE_TIMEOUT: Final = "idle timeout"
 SHUTDOWN: Final = "cancelled at shutdown"
 
@@ -77,6 +81,8 @@ class Context:
     """Trio's clock, looked up once: the fast path reads it after every wait."""
     tls: ssl.SSLContext | None = None
     """Set when TCP clients speak TLS."""
+    protocol: Callable[[], SansIOProtocol] = Increment
+    """Makes each client's sans-I/O protocol (``handlers``)."""
     departure_log: departures.DepartureLog = attrs.Factory(departures.DepartureLog)
     """Which departures get a record of their own."""
 
@@ -106,15 +112,11 @@ class Door:
         return tally
 
     def failed(self, number: int, exc: Exception) -> str:
-        """Report a bug in serving a client (not the client's doing); the reason to log."""
-        _log.error(
-            "client %d on %s failed: %r",
-            number,
-            self.address,
-            exc,
-            exc_info=_log.isEnabledFor(logging.DEBUG),
-        )
-        return "internal error"
+        """Report a bug in serving a client (the handler's, or ours; not the client's
+        doing), with its traceback, which whoever fixes it needs; the reason to log."""
+        self.context.counters.failed += 1
+        _log.error("client %d on %s failed: %r", number, self.address, exc, exc_info=exc)
+        return f"error: {type(exc).__name__}"
 
     def left(
         self, conn: socket.socket, peer: object, number: int, tally: Tally, reason: str

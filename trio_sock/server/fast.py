@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from trio_sock.protocol import increment
-from trio_sock.server.clients import EOF, IDLE_TIMEOUT, SHUTDOWN
+from trio_sock.server.clients import DONE, EOF, IDLE_TIMEOUT, SHUTDOWN
+from trio_sock.server.handlers import eof_reply
 from trio_sock.server.reaper import unsent_bytes
 
 if TYPE_CHECKING:
@@ -60,7 +60,8 @@ EAGER_PROBE: Final = 8
 
 
 async def serve_plain_client(conn: socket.socket, peer: object, number: int, door: Door) -> None:
-    """Serve one plain client from accept to close, replying until its EOF; never raise.
+    """Serve one plain client from accept to close with the server's sans-I/O protocol,
+    until the client's EOF or the protocol's ``done``; never raise.
 
     Args:
         conn: The accepted socket, non-blocking; closed when this returns.
@@ -75,11 +76,13 @@ async def serve_plain_client(conn: socket.socket, peer: object, number: int, doo
     """
     tally = door.arrived(conn)
     clock = door.context.clock
+    protocol = door.context.protocol()
     # No local names for Trio's functions here: each local costs every idle client 8 bytes.
     pending: memoryview | None = None  # the part of a reply the socket has not taken yet
     drained = False  # the last read was short: the next one would most likely fail
     misses = 0  # looks after a checkpoint that found nothing, and waits since (see below)
     busy = 0  # chunks since the last wait
+    closing = False  # the last reply is being sent: then close
     reason = SHUTDOWN
     try:
         while True:
@@ -90,6 +93,8 @@ async def serve_plain_client(conn: socket.socket, peer: object, number: int, doo
                 sent = _send(conn, pending)
                 tally.sent += sent
                 pending = pending[sent:] or None  # an empty view still holds the whole chunk
+            if closing:
+                return
             if not drained:
                 if busy == FAIRNESS_BATCH:
                     tally.alive, busy = clock(), 0
@@ -112,18 +117,23 @@ async def serve_plain_client(conn: socket.socket, peer: object, number: int, doo
                 drained = True
                 continue
             if not chunk:
-                reason = EOF
-                return
+                reason, closing = EOF, True
+                if last := eof_reply(protocol):
+                    pending = memoryview(last)
+                continue
             size = len(chunk)
             drained = size < RECEIVE_SIZE
             busy += 1
             tally.received += size
-            chunk = increment(chunk)  # the reply replaces the request: one buffer at a time
-            sent = _send(conn, chunk)
-            tally.sent += sent
-            if sent < size:
-                pending = memoryview(chunk)[sent:]
+            chunk = protocol.data_received(chunk)  # the reply replaces the request
+            if chunk:
+                sent = _send(conn, chunk)
+                tally.sent += sent
+                if sent < len(chunk):
+                    pending = memoryview(chunk)[sent:]
             del chunk  # a quiet client must not keep its last 64 KiB alive
+            if protocol.done:
+                reason, closing = DONE, True
     except trio.ClosedResourceError:  # only reap_idle closes a socket under a wait
         reason = IDLE_TIMEOUT
     except OSError as exc:  # a reset, a broken pipe

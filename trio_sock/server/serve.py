@@ -23,6 +23,7 @@ import trio
 from trio_sock.listen.open_all import open_listeners
 from trio_sock.server.clients import ClientSlots, Context, Door
 from trio_sock.server.fast import serve_plain_client
+from trio_sock.server.handlers import Handler, protocol_factory
 from trio_sock.server.peers import AccessPolicy, PeerCredentials, policy_for
 from trio_sock.server.reaper import reap_idle
 from trio_sock.server.stats import Counters, ServerStats
@@ -111,15 +112,20 @@ class Server:
 
 
 async def serve(
-    config: ServerConfig, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
+    config: ServerConfig,
+    handler: Handler | None = None,
+    *,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on every address of ``config`` and serve each client in its own task.
 
-    Use it as ``server = await nursery.start(serve, config)``: ``start`` returns
-    once every listener is bound and accepting.
+    Use it as ``server = await nursery.start(serve, config, handler)``: ``start``
+    returns once every listener is bound and accepting.
 
     Args:
         config: What to listen on and how to serve.
+        handler: What each client gets: a sans-I/O protocol class (see
+            ``trio_sock.server.handlers``); ``None`` for the increment protocol.
         task_status: Given by ``nursery.start``; receives the ``Server``.
 
     Returns:
@@ -127,11 +133,19 @@ async def serve(
 
     Raises:
         ListenError: an address could not be bound; nothing is left open.
+        TypeError: ``handler`` is neither kind of handler.
+        ValueError: ``config`` asks for ``once`` or ``delay``, which belong to the
+            increment protocol, with another handler.
 
     Error handling:
         Cancellation from outside stops everything at once; every exit path
         closes the listeners and removes the socket files that are still ours.
+        An exception from a handler ends its client only: logged with its
+        traceback, counted (``stats().failed``), and the server goes on.
     """
+    protocol = protocol_factory(handler)
+    if handler is not None and (config.once or config.delay):
+        raise ValueError("once and delay belong to the increment protocol, not to a handler")
     _warn_if_fds_are_short(config.max_clients)
     tls = None
     if config.tls_cert is not None and config.tls_key is not None:
@@ -139,7 +153,8 @@ async def serve(
     listeners = await open_listeners(config)
     try:
         clock = trio.lowlevel.current_clock().current_time
-        context = Context(config, ClientSlots(config.max_clients), Counters(), clock, tls)
+        slots = ClientSlots(config.max_clients)
+        context = Context(config, slots, Counters(), clock, tls, protocol=protocol)
         server = Server(tuple(listener.address for listener in listeners), context)
         async with trio.open_nursery() as housekeeping:
             housekeeping.start_soon(reap_idle, context.counters.connected, config.idle_timeout)

@@ -33,6 +33,8 @@ class ServerStats:
     """Bytes sent back to clients."""
     accept_errors: int
     """Failed ``accept()`` calls (out of descriptors or memory)."""
+    failed: int = 0
+    """Clients ended by an exception in their handler (a bug), each logged with its traceback."""
 
     def __str__(self) -> str:
         return " ".join(f"{name}={value}" for name, value in attrs.asdict(self).items())
@@ -66,6 +68,7 @@ class Counters:
     refused: int = 0
     dropped_idle: int = 0
     accept_errors: int = 0
+    failed: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
     connected: set[Tally] = attrs.field(factory=set)
@@ -88,4 +91,5 @@ class Counters:
             bytes_in=self.bytes_in + sum(t.received for t in self.connected),
             bytes_out=self.bytes_out + sum(t.sent for t in self.connected),
             accept_errors=self.accept_errors,
+            failed=self.failed,
         )

@@ -19,8 +19,9 @@ import trio
 from trio_sock.config.addresses import TcpAddress
 from trio_sock.errors import why_broken
 from trio_sock.protocol import ONCE_SIZE, increment
-from trio_sock.server.clients import EOF, IDLE_TIMEOUT, SHUTDOWN
+from trio_sock.server.clients import DONE, EOF, IDLE_TIMEOUT, SHUTDOWN
 from trio_sock.server.fast import RECEIVE_SIZE
+from trio_sock.server.handlers import eof_reply
 from trio_sock.server.watched_stream import WatchedStream
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
     from trio_sock.config.server import ServerConfig
     from trio_sock.server.clients import Door
+    from trio_sock.server.handlers import SansIOProtocol
     from trio_sock.server.stats import Tally
 
 #: In --once mode, after the reply, how long and how much of the client's
@@ -85,16 +87,23 @@ async def _serve(conn: socket.socket, door: Door, tally: Tally) -> str:
         stream = tls_stream
     if config.once:
         return await _reply_once(stream, config, tally, counted=not secure)
-    reason = await _reply_over_stream(stream, config, tally, counted=not secure)
+    protocol = door.context.protocol()
+    reason = await _reply_over_stream(stream, config, tally, protocol, counted=not secure)
     if stream is not plain and reason == EOF:
         await _say_goodbye(stream, _linger(config))
     return reason
 
 
 async def _reply_over_stream(
-    stream: trio.abc.Stream, config: ServerConfig, tally: Tally, *, counted: bool
+    stream: trio.abc.Stream,
+    config: ServerConfig,
+    tally: Tally,
+    protocol: SansIOProtocol,
+    *,
+    counted: bool,
 ) -> str:
-    """Reply to every chunk until the client's EOF, over any Trio stream (TLS, ``--delay``).
+    """Reply to every chunk with ``protocol`` until the client's EOF or the protocol's
+    ``done``, over any Trio stream (TLS, ``--delay``).
 
     ``fast.serve_plain_client`` does the same for plain sockets, faster; this
     one is written plainly.  A client that stops reading blocks ``send_all``,
@@ -104,6 +113,7 @@ async def _reply_over_stream(
         stream: The client's stream.
         config: For ``delay``.
         tally: The client's figures.
+        protocol: The client's sans-I/O protocol.
         counted: The ``WatchedStream`` below counts the bytes already (no TLS).
     """
     delay = config.delay
@@ -114,10 +124,20 @@ async def _reply_over_stream(
             tally.alive = math.inf
             await trio.sleep(delay)
             tally.alive = trio.current_time()
-        await stream.send_all(increment(data))
-        if not counted:
-            tally.sent += len(data)
+        # Handlers are promised bytes; SSLStream gives a bytearray.
+        reply = protocol.data_received(data if isinstance(data, bytes) else bytes(data))
+        await _send(stream, reply, tally, counted=counted)
+        if protocol.done:
+            return DONE
+    await _send(stream, eof_reply(protocol), tally, counted=counted)
     return EOF
+
+
+async def _send(stream: trio.abc.Stream, reply: bytes, tally: Tally, *, counted: bool) -> None:
+    if reply:
+        await stream.send_all(reply)
+        if not counted:
+            tally.sent += len(reply)
 
 
 async def _reply_once(

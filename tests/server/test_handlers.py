@@ -1,0 +1,189 @@
+"""Sans-I/O protocol classes as handlers: the fast path and the stream path serve any.
+
+Each test runs ``serve`` in the test's nursery with a small protocol class and
+talks to it over real Unix and TCP sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from tests.helpers import address_of, open_stream
+from trio_sock import Server, ServerConfig, serve
+from trio_sock.protocol import Increment
+from trio_sock.server.stats import Tally
+from trio_sock.server.stream import _reply_over_stream
+
+if TYPE_CHECKING:
+    from trio_sock.server.handlers import Handler
+
+TRANSPORTS = ["unix", "tcp"]
+
+
+class Echo:
+    """The smallest sans-I/O protocol: every chunk comes back as it is."""
+
+    done = False
+
+    def data_received(self, data: bytes) -> bytes:
+        return data
+
+
+class UpToNewline:
+    """Echoes until a newline, then is done: the server closes after the reply."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def data_received(self, data: bytes) -> bytes:
+        line, newline, _ = data.partition(b"\n")
+        self.done = bool(newline)
+        return line + newline
+
+
+class CountAtEof:
+    """Says nothing until the client's EOF, then how many bytes it sent."""
+
+    done = False
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def data_received(self, data: bytes) -> bytes:
+        self.count += len(data)
+        return b""
+
+    def eof_received(self) -> bytes:
+        return b"%d\n" % self.count
+
+
+class Broken:
+    """A handler with a bug on its first byte ``!``."""
+
+    done = False
+
+    def data_received(self, data: bytes) -> bytes:
+        if b"!" in data:
+            raise RuntimeError("a bug in the handler")
+        return data
+
+
+async def start(nursery: trio.Nursery, config: ServerConfig, handler: Handler) -> Server:
+    server: Server = await nursery.start(serve, config, handler)
+    return server
+
+
+async def receive_all(stream: trio.abc.ReceiveStream) -> bytes:
+    received = b""
+    while chunk := await stream.receive_some():
+        received += chunk
+    return received
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_sans_io_class_replies_to_every_chunk_until_eof(
+    nursery: trio.Nursery, server_config: ServerConfig, transport: str
+) -> None:
+    server = await start(nursery, server_config, Echo)
+    async with await open_stream(address_of(server, transport)) as stream:
+        for message in (b"hello", b"\x00\xff", b"x" * 100_000):
+            await stream.send_all(message)
+            got = b""
+            while len(got) < len(message):
+                got += await stream.receive_some()
+            assert got == message
+        await stream.send_eof()
+        assert await stream.receive_some() == b""
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_done_closes_the_connection_once_the_last_reply_is_sent(
+    nursery: trio.Nursery, server_config: ServerConfig, transport: str
+) -> None:
+    server = await start(nursery, server_config, UpToNewline)
+    async with await open_stream(address_of(server, transport)) as stream:
+        await stream.send_all(b"first ")
+        assert await stream.receive_some() == b"first "
+        await stream.send_all(b"line\nand more")
+        assert await receive_all(stream) == b"line\n"  # then the server's EOF
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_eof_received_gets_the_last_word_and_an_empty_reply_sends_nothing(
+    nursery: trio.Nursery, server_config: ServerConfig, transport: str
+) -> None:
+    server = await start(nursery, server_config, CountAtEof)
+    async with await open_stream(address_of(server, transport)) as stream:
+        await stream.send_all(b"a" * 70_000)
+        await stream.send_eof()
+        # All of it: had an empty reply sent anything, it would come first.
+        assert await receive_all(stream) == b"70000\n"
+
+
+async def test_a_handlers_exception_ends_its_client_only_logged_with_its_traceback(
+    nursery: trio.Nursery, server_config: ServerConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="trio_sock.server")
+    server = await start(nursery, server_config, Broken)
+    address = address_of(server, "unix")
+    async with await open_stream(address) as bystander, await open_stream(address) as culprit:
+        await culprit.send_all(b"!")
+        assert await receive_all(culprit) == b""  # closed, not hung
+        await bystander.send_all(b"still here")
+        assert await bystander.receive_some() == b"still here"
+    [record] = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert record.exc_info is not None
+    assert "a bug in the handler" in str(record.exc_info[1])
+    assert server.stats().failed == 1
+
+
+@pytest.mark.parametrize(
+    ("protocol", "sent", "expected", "reason"),
+    [
+        (UpToNewline, [b"ab\ncd"], b"ab\n", "done"),
+        (CountAtEof, [b"abc", b"de"], b"5\n", "eof"),
+    ],
+)
+async def test_the_stream_path_gives_a_protocol_its_done_and_its_eof(
+    protocol: Handler, sent: list[bytes], expected: bytes, reason: str
+) -> None:
+    client, server_side = trio.testing.memory_stream_pair()
+    tally = Tally(0.0)
+
+    async def client_side() -> None:
+        for chunk in sent:
+            await client.send_all(chunk)
+        await client.send_eof()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client_side)
+        got = await _reply_over_stream(
+            server_side, ServerConfig(), tally, protocol(), counted=False
+        )
+    await server_side.aclose()
+    assert got == reason
+    assert await receive_all(client) == expected
+    assert tally.sent == len(expected)
+
+
+def test_the_increment_is_a_sans_io_class() -> None:
+    protocol = Increment()
+    assert protocol.data_received(b"AZ\xff") == b"B[\x00"
+    assert protocol.eof_received() == b""
+    assert protocol.done is False
+
+
+async def test_what_is_not_a_handler_is_refused_before_anything_listens(
+    server_config: ServerConfig,
+) -> None:
+    for wrong in (42, Increment(), "Echo"):
+        with pytest.raises(TypeError, match=repr(wrong).replace("(", r"\(").replace(")", r"\)")):
+            await serve(server_config, wrong)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="increment protocol"):
+        await serve(attrs.evolve(server_config, once=True), Echo)
