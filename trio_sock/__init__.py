@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .errors import TrioSockError as TrioSockError
     from .protocol import Increment as Increment
     from .protocol import increment as increment
+    from .server.connection import Connection as Connection
     from .server.handlers import Handler as Handler
     from .server.handlers import SansIOProtocol as SansIOProtocol
     from .server.serve import Server as Server
@@ -59,6 +60,7 @@ _EXPORTS = {
     "TrioSockError": "errors",
     "Increment": "protocol",
     "increment": "protocol",
+    "Connection": "server.connection",
     "Handler": "server.handlers",
     "SansIOProtocol": "server.handlers",
     "Server": "server.serve",

@@ -21,7 +21,9 @@ from trio_sock.server.stats import Tally
 from trio_sock.server.stream import _reply_over_stream
 
 if TYPE_CHECKING:
-    from trio_sock.server.handlers import Handler
+    from collections.abc import Callable
+
+    from trio_sock.server.handlers import Handler, SansIOProtocol
 
 TRANSPORTS = ["unix", "tcp"]
 
@@ -151,7 +153,7 @@ async def test_a_handlers_exception_ends_its_client_only_logged_with_its_traceba
     ],
 )
 async def test_the_stream_path_gives_a_protocol_its_done_and_its_eof(
-    protocol: Handler, sent: list[bytes], expected: bytes, reason: str
+    protocol: Callable[[], SansIOProtocol], sent: list[bytes], expected: bytes, reason: str
 ) -> None:
     client, server_side = trio.testing.memory_stream_pair()
     tally = Tally(0.0)

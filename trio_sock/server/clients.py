@@ -11,7 +11,7 @@ one in the client's departure record: ``eof``, ``idle timeout``, a reset,
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 import attrs
 import trio
@@ -29,9 +29,13 @@ if TYPE_CHECKING:
 
     from trio_sock.config.addresses import Address
     from trio_sock.config.server import ServerConfig
-    from trio_sock.server.handlers import SansIOProtocol
+    from trio_sock.server.handlers import AsyncHandler, SansIOProtocol
 
 _log = logging.getLogger("trio_sock.server")
+
+#: A client's task, one per way of serving: its socket, its peer as ``accept`` gave it
+#: (or its credentials), its number since the start, and the door it came through.
+ClientTask: TypeAlias = "Callable[[socket.socket, object, int, Door], Awaitable[None]]"
 
 EOF: Final = "eof"
 #: The protocol said it was done (its ``done`` attribute), and its last reply was sent.
@@ -82,7 +86,9 @@ class Context:
     tls: ssl.SSLContext | None = None
     """Set when TCP clients speak TLS."""
     protocol: Callable[[], SansIOProtocol] = Increment
-    """Makes each client's sans-I/O protocol (``handlers``)."""
+    """Makes each client's sans-I/O protocol (``handlers``), unless ``handler`` is set."""
+    handler: AsyncHandler | None = None
+    """The async handler each client's task runs, if the server has one."""
     departure_log: departures.DepartureLog = attrs.Factory(departures.DepartureLog)
     """Which departures get a record of their own."""
 
@@ -93,7 +99,7 @@ class Door:
 
     address: Address
     context: Context
-    serve: Callable[[socket.socket, object, int, Door], Awaitable[None]]
+    serve: ClientTask
     """The task that serves each of its clients: ``fast.serve_plain_client`` when
     nothing (TLS, ``--once``, ``--delay``) stands in its way."""
 

@@ -1,7 +1,10 @@
 """What each client gets: a handler, and how the server tells its two kinds apart.
 
-A **sans-I/O protocol class** (h11's shape) is the one kind served so far: the
-server makes one instance per client and
+An **async function** taking a ``trio_sock.Connection`` runs in the client's own
+task (``handled``), with the connection as a Trio stream.
+
+A **sans-I/O protocol class** (h11's shape): the server makes one instance per
+client and
 
 - calls ``data_received(data)`` with each chunk it reads, and sends back the
   bytes it returns (``b""`` for none);
@@ -17,12 +20,17 @@ beyond the client's own.
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Protocol, TypeAlias
+
+import attrs
 
 from trio_sock.protocol import Increment
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
+
+    from trio_sock.server.connection import Connection
 
 
 class SansIOProtocol(Protocol):
@@ -38,27 +46,44 @@ class SansIOProtocol(Protocol):
         ...
 
 
-#: What ``serve`` takes as a handler: a class (or any callable) making a fresh
-#: ``SansIOProtocol`` for each client.
-Handler: TypeAlias = "Callable[[], SansIOProtocol]"
+#: An async handler: runs once per client, in the client's task, until it returns.
+AsyncHandler: TypeAlias = "Callable[[Connection], Awaitable[None]]"
+#: What ``serve`` takes as a handler: a sans-I/O protocol class (any callable making
+#: a fresh ``SansIOProtocol`` for each client), or an async handler.
+Handler: TypeAlias = "Callable[[], SansIOProtocol] | AsyncHandler"
 
 
-def protocol_factory(handler: object) -> Callable[[], SansIOProtocol]:
-    """``handler`` as a maker of per-client protocols, checked before any client comes.
+@attrs.frozen
+class Served:
+    """A handler, sorted: exactly one of the two is set."""
+
+    protocol: Callable[[], SansIOProtocol] | None
+    """Makes each client's sans-I/O protocol."""
+    handler: AsyncHandler | None
+    """Runs once per client."""
+
+
+def sort_handler(handler: object) -> Served:
+    """Which kind of handler ``handler`` is, checked before any client comes.
 
     Args:
-        handler: A sans-I/O protocol class, or ``None`` for the increment protocol.
+        handler: A sans-I/O protocol class, an async function taking a
+            ``Connection``, or ``None`` for the increment protocol.
 
     Raises:
-        TypeError: ``handler`` is not a sans-I/O protocol class; the message shows it.
+        TypeError: ``handler`` is neither kind; the message shows it.
     """
     if handler is None:
-        return Increment
+        return Served(Increment, None)
     if isinstance(handler, type) and callable(getattr(handler, "data_received", None)):
-        return handler
+        return Served(handler, None)
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - an object with an async __call__
+    ):
+        return Served(None, handler)  # type: ignore[arg-type]
     raise TypeError(
-        f"a handler must be a sans-I/O protocol class (with data_received(data) -> bytes"
-        f" and done), not {handler!r}"
+        "a handler must be an async function taking a trio_sock.Connection, or a sans-I/O"
+        f" protocol class (with data_received(data) -> bytes and done), not {handler!r}"
     )
 
 

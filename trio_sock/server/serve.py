@@ -21,9 +21,11 @@ import attrs
 import trio
 
 from trio_sock.listen.open_all import open_listeners
-from trio_sock.server.clients import ClientSlots, Context, Door
+from trio_sock.protocol import Increment
+from trio_sock.server.clients import ClientSlots, ClientTask, Context, Door
 from trio_sock.server.fast import serve_plain_client
-from trio_sock.server.handlers import Handler, protocol_factory
+from trio_sock.server.handled import serve_handled_client
+from trio_sock.server.handlers import Handler, sort_handler
 from trio_sock.server.peers import AccessPolicy, PeerCredentials, policy_for
 from trio_sock.server.reaper import reap_idle
 from trio_sock.server.stats import Counters, ServerStats
@@ -143,7 +145,7 @@ async def serve(
         An exception from a handler ends its client only: logged with its
         traceback, counted (``stats().failed``), and the server goes on.
     """
-    protocol = protocol_factory(handler)
+    served = sort_handler(handler)
     if handler is not None and (config.once or config.delay):
         raise ValueError("once and delay belong to the increment protocol, not to a handler")
     _warn_if_fds_are_short(config.max_clients)
@@ -154,7 +156,15 @@ async def serve(
     try:
         clock = trio.lowlevel.current_clock().current_time
         slots = ClientSlots(config.max_clients)
-        context = Context(config, slots, Counters(), clock, tls, protocol=protocol)
+        context = Context(
+            config,
+            slots,
+            Counters(),
+            clock,
+            tls,
+            protocol=served.protocol or Increment,
+            handler=served.handler,
+        )
         server = Server(tuple(listener.address for listener in listeners), context)
         async with trio.open_nursery() as housekeeping:
             housekeeping.start_soon(reap_idle, context.counters.connected, config.idle_timeout)
@@ -224,6 +234,16 @@ class _Throttle:
         return count
 
 
+def _path_for(address: Address, context: Context) -> ClientTask:
+    """Which loop serves the clients of ``address``: the user's async handler, the fast
+    path for a sans-I/O protocol on a plain socket, else the stream path."""
+    if context.handler is not None:
+        return serve_handled_client
+    if Door.uses_fast_path(address, context):
+        return serve_plain_client
+    return serve_stream_client
+
+
 async def _accept_loop(listener: Listener, clients: trio.Nursery, context: Context) -> None:
     """Accept clients on one listener for as long as the server accepts.
 
@@ -232,8 +252,7 @@ async def _accept_loop(listener: Listener, clients: trio.Nursery, context: Conte
     few trips through Trio's run loop, not one each.
     """
     sock, slots, counters = listener.socket, context.slots, context.counters
-    fast = Door.uses_fast_path(listener.address, context)
-    door = Door(listener.address, context, serve_plain_client if fast else serve_stream_client)
+    door = Door(listener.address, context, _path_for(listener.address, context))
     # Every client task gets the same name: Trio would otherwise format one for each.
     name = f"{door.serve.__module__}.{door.serve.__qualname__}"
     admit = _Admission(listener.address, policy_for(listener.address, context.config), counters)

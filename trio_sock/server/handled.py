@@ -1,0 +1,80 @@
+"""A client served by the user's async handler, from accept to close.
+
+The handler gets a ``Connection`` and runs in the client's own task; whatever
+ends it (returning, the client leaving, the server closing the connection, a
+bug) goes through ``Door.left`` with its reason, as on every other path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from trio_sock.config.addresses import TcpAddress
+from trio_sock.errors import why_broken
+from trio_sock.server.clients import DONE, IDLE_TIMEOUT, SHUTDOWN
+from trio_sock.server.connection import Connection
+from trio_sock.server.peers import PeerCredentials
+
+if TYPE_CHECKING:
+    import socket
+
+    from trio_sock.server.clients import Door
+    from trio_sock.server.stats import Tally
+
+
+async def serve_handled_client(conn: socket.socket, peer: object, number: int, door: Door) -> None:
+    """Run the server's async handler on one client; never raise but ``Cancelled``.
+
+    The arguments are ``fast.serve_plain_client``'s.
+    """
+    tally = door.arrived(conn)
+    reason = SHUTDOWN
+    context = door.context
+    handler = context.handler
+    assert handler is not None  # this path is chosen for servers that have one
+    try:
+        stream = Connection(
+            conn, tally, context.clock, address=door.address, peer=_peer_of(conn, peer)
+        )
+        await handler(stream)
+        reason = IDLE_TIMEOUT if tally.idle else DONE
+    except Exception as exc:
+        reason = _departure(exc, tally) or door.failed(number, exc)
+    finally:
+        door.left(conn, peer, number, tally, reason)
+
+
+def _departure(exc: Exception, tally: Tally) -> str | None:
+    """Why the client left, if ``exc`` says it left (or was closed) rather than a bug.
+
+    The errors the connection itself raises (``BrokenResourceError``: the client
+    went away; ``ClosedResourceError``: the server closed it) are ordinary ends,
+    also when a handler's own nursery wraps them in a group.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        ends, bugs = exc.split((trio.BrokenResourceError, trio.ClosedResourceError))
+        if ends is None or bugs is not None:
+            return None
+        first: BaseException = ends
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        return _departure(first, tally) if isinstance(first, Exception) else None
+    if isinstance(exc, trio.BrokenResourceError):
+        return why_broken(exc)
+    if isinstance(exc, trio.ClosedResourceError):
+        return IDLE_TIMEOUT if tally.idle else DONE
+    return None
+
+
+def _peer_of(conn: socket.socket, peer: object) -> TcpAddress | PeerCredentials | None:
+    """The client as ``Connection.peer`` names it, from what ``accept`` gave."""
+    if isinstance(peer, PeerCredentials):
+        return peer
+    if isinstance(peer, tuple):
+        return TcpAddress(peer[0], peer[1])
+    try:
+        return PeerCredentials.of(conn)
+    except OSError:  # not a Unix socket: an inherited one of another family
+        return None
