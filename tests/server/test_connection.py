@@ -10,20 +10,25 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 from typing import TYPE_CHECKING
 
 import attrs
 import pytest
 import trio
 import trio.testing
+import trustme
 
 from tests.helpers import address_of, open_stream
 from trio_sock import Connection, Server, ServerConfig, TcpAddress, serve
 from trio_sock.config.addresses import UnixAddress
+from trio_sock.server.connection import PlainConnection, TlsConnection
 from trio_sock.server.peers import PeerCredentials
 from trio_sock.server.stats import Tally
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from trio_sock.server.handlers import Handler
 
 TRANSPORTS = ["unix", "tcp"]
@@ -34,14 +39,14 @@ CLOG_BUFFER = 4096
 # --- Trio's conformance checks -------------------------------------------------------------
 
 
-def connection_pair() -> tuple[Connection, Connection]:
-    """Two Connections, the two ends of a socketpair."""
+def connection_pair() -> tuple[PlainConnection, PlainConnection]:
+    """Two plain Connections, the two ends of a socketpair."""
     clock = trio.current_time
     ends = []
     for sock in socket.socketpair():
         sock.setblocking(False)
         tally = Tally(clock(), alive=clock(), watched=sock)
-        ends.append(Connection(sock, tally, clock, address=UnixAddress("@test"), peer=None))
+        ends.append(PlainConnection(sock, tally, clock, address=UnixAddress("@test"), peer=None))
     return ends[0], ends[1]
 
 
@@ -238,3 +243,67 @@ async def test_handlers_get_the_grace_then_are_cancelled(
             server.stop()
             await cancelled.wait()
     assert server.active_clients == 0
+
+
+# --- over TLS --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def tls_contexts(ca: trustme.CA) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
+async def test_a_tls_connection_passes_trios_two_way_stream_checks(ca: trustme.CA) -> None:
+    server_context, client_context = tls_contexts(ca)
+
+    async def tls_maker() -> tuple[trio.abc.Stream, trio.abc.Stream]:
+        ours, theirs = connection_pair()
+        tls = trio.SSLStream(ours, server_context, server_side=True)
+        other = trio.SSLStream(theirs, client_context, server_hostname="localhost")
+        return TlsConnection(tls, Tally(0.0)), other
+
+    await trio.testing.check_two_way_stream(tls_maker, None)
+
+
+async def test_an_async_handler_speaks_tls_and_knows_its_peer(
+    nursery: trio.Nursery, server_config: ServerConfig, short_tmp: Path, ca: trustme.CA
+) -> None:
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key = short_tmp / "cert.pem", short_tmp / "key.pem"
+    leaf.cert_chain_pems[0].write_to_path(cert)
+    leaf.private_key_pem.write_to_path(key)
+    seen: list[Connection] = []
+
+    async def note_and_echo(conn: Connection) -> None:
+        seen.append(conn)
+        await echo(conn)
+
+    config = attrs.evolve(server_config, tls_cert=str(cert), tls_key=str(key))
+    server = await start(nursery, config, note_and_echo)
+    address = address_of(server, "tcp")
+    assert isinstance(address, TcpAddress)
+    _, client_context = tls_contexts(ca)
+    tcp = await trio.open_tcp_stream(address.host, address.port)
+    async with trio.SSLStream(tcp, client_context, server_hostname="127.0.0.1") as stream:
+        await stream.send_all(b"secret")
+        assert await stream.receive_some() == b"secret"
+        [conn] = seen
+        assert isinstance(conn, TlsConnection)
+        assert not isinstance(conn, trio.abc.HalfCloseableStream)  # TLS has no half-close
+        local = tcp.socket.getsockname()
+        assert (conn.address, conn.peer) == (address, TcpAddress(local[0], local[1]))
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.stats().bytes_in == len(b"secret")  # what the handler saw, not the records
+    # The Unix listener of the same server stays plain, and half-closeable.
+    async with await open_stream(address_of(server, "unix")) as plain:
+        await plain.send_all(b"clear")
+        assert await plain.receive_some() == b"clear"
+        assert isinstance(seen[1], trio.abc.HalfCloseableStream)

@@ -1,14 +1,18 @@
 """``Connection``: what an async handler gets, a client as a Trio stream.
 
-A ``WatchedStream`` (a ``trio.abc.HalfCloseableStream`` that passes Trio's own
-conformance checks, tries each system call before waiting, and counts every
-byte moved as the client's sign of life) that also says where the client came
-from and through which listener.
+On a plain socket it is a ``PlainConnection``: a ``WatchedStream`` (a
+``trio.abc.HalfCloseableStream`` that passes Trio's own conformance checks,
+tries each system call before waiting, and counts every byte moved as the
+client's sign of life).  Over TLS it is a ``TlsConnection``: a
+``trio.abc.Stream`` (TLS has no half-close) over a ``trio.SSLStream`` over the
+same.  Both say where the client came from and through which listener.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+import trio
 
 from trio_sock.server.watched_stream import WatchedStream
 
@@ -21,11 +25,13 @@ if TYPE_CHECKING:
     from trio_sock.server.stats import Tally
 
 
-class Connection(WatchedStream):
-    """One client, as an async handler sees it: a half-closeable Trio stream.
+class Connection(trio.abc.Stream):
+    """One client, as an async handler sees it: a Trio stream.
 
-    ``async for data in conn`` reads until the client's EOF; ``send_all`` writes;
-    ``send_eof`` half-closes; the server closes it when the handler returns.
+    ``async for data in conn`` reads until the client's EOF; ``send_all``
+    writes; the server closes it when the handler returns.  On a plain socket
+    it is also a ``trio.abc.HalfCloseableStream`` (``send_eof``); over TLS it
+    is not, as TLS has no half-close.
 
     Error handling:
         The client leaving (a reset, a broken pipe) raises
@@ -35,6 +41,19 @@ class Connection(WatchedStream):
         departure, recorded with its reason.
     """
 
+    address: Address
+    """The listener's address, as the server's ready line shows it."""
+    peer: TcpAddress | PeerCredentials | None
+    """The client: its ``TcpAddress`` on TCP, its ``PeerCredentials`` (pid, uid, gid)
+    on a Unix socket; ``None`` for an inherited socket of another family."""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        raise NotImplementedError
+
+
+class PlainConnection(WatchedStream, Connection):
+    """A client on a plain TCP or Unix socket: a half-closeable stream."""
+
     def __init__(
         self,
         sock: socket.socket,
@@ -43,10 +62,37 @@ class Connection(WatchedStream):
         *,
         address: Address,
         peer: TcpAddress | PeerCredentials | None,
+        count: bool = True,
     ) -> None:
-        super().__init__(sock, tally, clock)
+        super().__init__(sock, tally, clock, count=count)
         self.address = address
-        """The listener's address, as the server's ready line shows it."""
         self.peer = peer
-        """The client: its ``TcpAddress`` on TCP, its ``PeerCredentials`` (pid, uid,
-        gid) on a Unix socket; ``None`` for an inherited socket of another family."""
+
+
+class TlsConnection(Connection):
+    """A client speaking TLS, once its handshake is done: what it sends, decrypted.
+
+    The bytes counted (``Tally``) are the ones the handler sees, not the records.
+    """
+
+    def __init__(self, tls: trio.SSLStream[PlainConnection], tally: Tally) -> None:
+        self.tls = tls
+        """The TLS stream, for what it knows of the session (``tls.ssl_object``)."""
+        self._tally = tally
+        self.address = tls.transport_stream.address
+        self.peer = tls.transport_stream.peer
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.tls.send_all(data)
+        self._tally.sent += len(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.tls.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        data = await self.tls.receive_some(max_bytes)
+        self._tally.received += len(data)
+        return bytes(data)  # handlers are given bytes; SSLStream gives a bytearray
+
+    async def aclose(self) -> None:
+        await self.tls.aclose()

@@ -14,13 +14,15 @@ import trio
 from trio_sock.config.addresses import TcpAddress
 from trio_sock.errors import why_broken
 from trio_sock.server.clients import DONE, IDLE_TIMEOUT, SHUTDOWN
-from trio_sock.server.connection import Connection
+from trio_sock.server.connection import PlainConnection, TlsConnection
 from trio_sock.server.peers import PeerCredentials
+from trio_sock.server.stream import linger, say_goodbye, start_tls
 
 if TYPE_CHECKING:
     import socket
 
     from trio_sock.server.clients import Door
+    from trio_sock.server.handlers import AsyncHandler
     from trio_sock.server.stats import Tally
 
 
@@ -31,19 +33,42 @@ async def serve_handled_client(conn: socket.socket, peer: object, number: int, d
     """
     tally = door.arrived(conn)
     reason = SHUTDOWN
-    context = door.context
-    handler = context.handler
+    handler = door.context.handler
     assert handler is not None  # this path is chosen for servers that have one
     try:
-        stream = Connection(
-            conn, tally, context.clock, address=door.address, peer=_peer_of(conn, peer)
-        )
-        await handler(stream)
-        reason = IDLE_TIMEOUT if tally.idle else DONE
+        reason = await _run(handler, conn, peer, door, tally)
     except Exception as exc:
         reason = _departure(exc, tally) or door.failed(number, exc)
     finally:
         door.left(conn, peer, number, tally, reason)
+
+
+async def _run(
+    handler: AsyncHandler, conn: socket.socket, peer: object, door: Door, tally: Tally
+) -> str:
+    """Run ``handler`` on the client, over TLS if its listener speaks it; why it ended."""
+    context = door.context
+    secure = context.tls is not None and isinstance(door.address, TcpAddress)
+    plain = PlainConnection(
+        conn,
+        tally,
+        context.clock,
+        address=door.address,
+        peer=_peer_of(conn, peer),
+        count=not secure,
+    )
+    if not secure:
+        await handler(plain)
+        return IDLE_TIMEOUT if tally.idle else DONE
+    assert context.tls is not None
+    tls, reason = await start_tls(plain, context.tls, context.config.tls_handshake_timeout)
+    if tls is None:
+        return reason
+    await handler(TlsConnection(tls, tally))
+    if tally.idle:
+        return IDLE_TIMEOUT
+    await say_goodbye(tls, linger(context.config))  # close_notify: the replies are whole
+    return DONE
 
 
 def _departure(exc: Exception, tally: Tally) -> str | None:

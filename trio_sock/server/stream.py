@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import trio
 
@@ -39,10 +39,12 @@ if TYPE_CHECKING:
 LINGER_TIME: Final = 2.0
 LINGER_BYTES: Final = 1024 * 1024
 
+W = TypeVar("W", bound=WatchedStream)
 
-async def _start_tls(
-    plain: WatchedStream, tls: ssl.SSLContext, limit: float
-) -> tuple[trio.SSLStream[WatchedStream] | None, str]:
+
+async def start_tls(
+    plain: W, tls: ssl.SSLContext, limit: float
+) -> tuple[trio.SSLStream[W] | None, str]:
     """Do the TLS handshake within ``limit`` seconds: the stream, or None and why not."""
     stream = trio.SSLStream(plain, tls, server_side=True)
     with trio.move_on_after(limit):
@@ -81,7 +83,7 @@ async def _serve(conn: socket.socket, door: Door, tally: Tally) -> str:
     plain = WatchedStream(conn, tally, door.context.clock, count=not secure)
     stream: trio.abc.Stream = plain
     if tls is not None and secure:
-        tls_stream, reason = await _start_tls(plain, tls, config.tls_handshake_timeout)
+        tls_stream, reason = await start_tls(plain, tls, config.tls_handshake_timeout)
         if tls_stream is None:
             return reason
         stream = tls_stream
@@ -90,7 +92,7 @@ async def _serve(conn: socket.socket, door: Door, tally: Tally) -> str:
     protocol = door.context.protocol()
     reason = await _reply_over_stream(stream, config, tally, protocol, counted=not secure)
     if stream is not plain and reason == EOF:
-        await _say_goodbye(stream, _linger(config))
+        await say_goodbye(stream, linger(config))
     return reason
 
 
@@ -156,16 +158,16 @@ async def _reply_once(
     await stream.send_all(increment(data))
     if not counted:
         tally.sent = 1
-    await _close_gently(stream, _linger(config))
+    await _close_gently(stream, linger(config))
     return "replied once"
 
 
-def _linger(config: ServerConfig) -> float:
+def linger(config: ServerConfig) -> float:
     """How long to wait for a goodbye: never longer than the client may idle."""
     return min(LINGER_TIME, config.idle_timeout)
 
 
-async def _say_goodbye(stream: trio.abc.Stream, linger: float) -> None:
+async def say_goodbye(stream: trio.abc.Stream, linger: float) -> None:
     """End a TLS session with close_notify, so the client knows the replies are whole.
 
     A plain TCP or Unix close says that by itself; TLS needs its own message,
@@ -187,7 +189,7 @@ async def _close_gently(stream: trio.abc.Stream, linger: float) -> None:
     nc`` sends two bytes and would never see its ``B``.
     """
     if not isinstance(stream, trio.abc.HalfCloseableStream):
-        await _say_goodbye(stream, linger)  # TLS has no half-close: close_notify is its EOF
+        await say_goodbye(stream, linger)  # TLS has no half-close: close_notify is its EOF
         return
     with trio.move_on_after(linger):
         try:
