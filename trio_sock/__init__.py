@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .config.server import ServerConfig as ServerConfig
     from .errors import ClientTimeoutError as ClientTimeoutError
     from .errors import ConnectError as ConnectError
+    from .errors import HandlerError as HandlerError
     from .errors import ListenError as ListenError
     from .errors import ProtocolError as ProtocolError
     from .errors import TrioSockError as TrioSockError
@@ -55,6 +56,7 @@ _EXPORTS = {
     "ServerConfig": "config.server",
     "ClientTimeoutError": "errors",
     "ConnectError": "errors",
+    "HandlerError": "errors",
     "ListenError": "errors",
     "ProtocolError": "errors",
     "TrioSockError": "errors",

@@ -55,3 +55,7 @@ class ProtocolError(TrioSockError):
 
 class WorkerError(TrioSockError):
     """A worker process could not start, or was told who it is in words it cannot read."""
+
+
+class HandlerError(TrioSockError):
+    """A handler named as ``MODULE:NAME`` could not be loaded, or is not a handler."""

@@ -1015,6 +1015,7 @@ def help_entries(text: str) -> dict[str, str]:
                 "--tls-handshake-timeout": "(default: 10",
                 "--allow-uid": "only the server's own user",
                 "--allow-gid": "(default: see --allow-uid)",
+                "--handler": "(default: the increment protocol)",
                 "--log-level": "(default: info)",
                 "--log-format": "(default: text)",
             },

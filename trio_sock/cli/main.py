@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from trio_sock.config.server import ServerConfig
+    from trio_sock.server.handlers import Handler
     from trio_sock.server.serve import Server
     from trio_sock.workers.supervisor import Supervisor
     from trio_sock.workers.worker import WorkerRole
@@ -36,7 +37,9 @@ _log = logging.getLogger("trio_sock.cli")
 _stats_log = logging.getLogger("trio_sock.stats")
 
 
-async def _serve_until_signalled(config: ServerConfig, role: WorkerRole | None) -> None:
+async def _serve_until_signalled(
+    config: ServerConfig, role: WorkerRole | None, handler: Handler | None
+) -> None:
     from trio_sock.cli.notify import Notifier
     from trio_sock.cli.status import StatusReporter
     from trio_sock.server.serve import serve  # the client never pays for importing the server
@@ -44,7 +47,7 @@ async def _serve_until_signalled(config: ServerConfig, role: WorkerRole | None) 
     notifier = Notifier.from_environment()
 
     async def start(task_status: trio.TaskStatus[Server]) -> None:
-        await serve(config, task_status=task_status)
+        await serve(config, handler, task_status=task_status)
 
     def when_ready(server: Server, nursery: trio.Nursery) -> Callable[[], None]:
         if role is None:  # a worker's parent warns, once for all
@@ -67,14 +70,22 @@ async def _serve_until_signalled(config: ServerConfig, role: WorkerRole | None) 
         _log_stats(server)
 
 
-async def _supervise_until_signalled(config: ServerConfig, log_level: str, log_format: str) -> None:
+async def _supervise_until_signalled(
+    config: ServerConfig, log_level: str, log_format: str, handler: str | None
+) -> None:
     from trio_sock.cli.notify import Notifier
     from trio_sock.workers.supervisor import supervise
 
     notifier = Notifier.from_environment()
 
     async def start(task_status: trio.TaskStatus[Supervisor]) -> None:
-        await supervise(config, log_level=log_level, log_format=log_format, task_status=task_status)
+        await supervise(
+            config,
+            log_level=log_level,
+            log_format=log_format,
+            handler=handler,
+            task_status=task_status,
+        )
 
     def when_ready(supervisor: Supervisor, nursery: trio.Nursery) -> Callable[[], None]:
         _warn_if_tls_is_unused(config, supervisor.addresses)
@@ -126,7 +137,14 @@ def _report(message: str, form: str, worker: int | None = None) -> None:
         print(f"trio_sock server: error: {label}{message}", file=sys.stderr)
 
 
-def _run_server(config: ServerConfig, log_level: str, log_format: str, *, activation: bool) -> int:
+def _run_server(
+    config: ServerConfig,
+    log_level: str,
+    log_format: str,
+    *,
+    activation: bool,
+    handler_spec: str | None,
+) -> int:
     from trio_sock.workers.worker import WorkerRole
 
     worker: int | None = None
@@ -134,7 +152,7 @@ def _run_server(config: ServerConfig, log_level: str, log_format: str, *, activa
         if role := WorkerRole.from_environment():  # started by a --workers parent
             worker = role.number
             config, log_level, log_format = role.config, role.log_level, role.log_format
-            activation = False
+            activation, handler_spec = False, role.handler
         from trio_sock.cli import logs
 
         logs.configure(log_level, log_format, worker)
@@ -149,10 +167,15 @@ def _run_server(config: ServerConfig, log_level: str, log_format: str, *, activa
 
         for inherited in config.listen_fds:
             check_inherited(inherited)
+        handler = None
+        if handler_spec is not None:  # a bad one is one line here, before anything listens
+            from trio_sock.server.handlers import import_handler
+
+            handler = import_handler(handler_spec)
         if config.workers > 1:
-            trio.run(_supervise_until_signalled, config, log_level, log_format)
+            trio.run(_supervise_until_signalled, config, log_level, log_format, handler_spec)
         else:
-            trio.run(_serve_until_signalled, config, role)
+            trio.run(_serve_until_signalled, config, role, handler)
     except BaseException as raised:  # the one place errors become exit codes
         exc = _leaf(raised)
         if isinstance(exc, KeyboardInterrupt):  # SIGINT before the receiver was open
@@ -199,7 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(command.config, ClientConfig):  # not ServerConfig: it loads on first use
         return _run_client(command.config)
     return _run_server(
-        command.config, command.log_level, command.log_format, activation=command.activation
+        command.config,
+        command.log_level,
+        command.log_format,
+        activation=command.activation,
+        handler_spec=command.handler,
     )
 
 

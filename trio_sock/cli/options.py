@@ -104,6 +104,8 @@ class Command:
     log_format: str = "text"
     activation: bool = False
     """No --unix, --tcp or --fd: sockets systemd passes (LISTEN_FDS) replace the defaults."""
+    handler: str | None = None
+    """``--handler MODULE:NAME``, loaded only when the server runs."""
 
 
 def parse(argv: Sequence[str] | None = None, *, prog: str | None = None) -> Command:
@@ -131,8 +133,15 @@ def parse(argv: Sequence[str] | None = None, *, prog: str | None = None) -> Comm
                     "argument --tls-cert/--tls-key: TLS is for TCP listeners only, and only"
                     " --unix is given; add --tcp [HOST:]PORT, or leave TLS out"
                 )
+            if args.handler is not None and (args.once or args.delay):
+                subparser.error(
+                    "argument --handler: --once and --delay belong to the increment protocol;"
+                    " leave them out to serve a handler"
+                )
             given = args.unix or args.tcp or args.fd
-            return Command(server_config(args), args.log_level, args.log_format, not given)
+            return Command(
+                server_config(args), args.log_level, args.log_format, not given, args.handler
+            )
         return Command(client_config(args))
     except (TypeError, ValueError) as exc:  # what no single option can check alone
         subparser.error(str(exc))

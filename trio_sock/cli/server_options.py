@@ -9,6 +9,7 @@ from trio_sock.cli.values import (
     descriptor,
     finite_seconds,
     group_id,
+    handler_spec,
     octal_mode,
     positive_int,
     positive_seconds,
@@ -163,6 +164,14 @@ def add_server_options(server: argparse.ArgumentParser) -> None:
         metavar="GROUP",
         help="serve only Unix peers with this group (name or number), primary or"
         " supplementary, or an --allow-uid user; repeatable (default: see --allow-uid)",
+    )
+    server.add_argument(
+        "--handler",
+        type=handler_spec,
+        metavar="MODULE:NAME",
+        help="serve your own protocol: NAME in MODULE (imported as python -m would, the"
+        " current directory first) is an async function taking a trio_sock.Connection, or"
+        " a sans-I/O protocol class (default: the increment protocol)",
     )
     server.add_argument(
         "--log-level",

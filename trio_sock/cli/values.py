@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from trio_sock.config import defaults, rules
 from trio_sock.config.addresses import TcpAddress, UnixAddress, connectable
+from trio_sock.server.handlers import check_handler_spec
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -143,3 +144,4 @@ group_id = _argument_type("group", _read_account("group", _gid_of), rules.accoun
 
 
 descriptor = _argument_type("descriptor", _read_int, _inherited_descriptor)
+handler_spec = _argument_type("handler", str, check_handler_spec)

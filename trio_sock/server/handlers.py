@@ -20,11 +20,16 @@ beyond the client's own.
 
 from __future__ import annotations
 
+import importlib
 import inspect
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+import os
+import re
+import sys
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
 import attrs
 
+from trio_sock.errors import HandlerError
 from trio_sock.protocol import Increment
 
 if TYPE_CHECKING:
@@ -91,3 +96,58 @@ def eof_reply(protocol: SansIOProtocol) -> bytes:
     """What ``protocol`` says when the client has finished sending, if it has a say."""
     eof_received: Callable[[], bytes] | None = getattr(protocol, "eof_received", None)
     return b"" if eof_received is None else eof_received()
+
+
+#: ``MODULE:NAME``: a dotted module path, a colon, a name in it (dotted for an attribute
+#: of an attribute), as ``python -m`` and WSGI/ASGI servers spell them.
+_DOTTED: Final = r"[^\W\d]\w*(?:\.[^\W\d]\w*)*"
+_SPEC: Final = re.compile(f"(?P<module>{_DOTTED}):(?P<name>{_DOTTED})")
+
+
+def check_handler_spec(spec: str) -> None:
+    """The rule for ``--handler``: ``MODULE:NAME``, both dotted Python identifiers.
+
+    Raises:
+        ValueError: ``spec`` is not of that form; the message shows it.
+    """
+    if not _SPEC.fullmatch(spec):
+        raise ValueError(f"must be MODULE:NAME, such as echo:handle, not {spec!r}")
+
+
+def import_handler(spec: str) -> Handler:
+    """The handler that ``MODULE:NAME`` names, imported as ``python -m`` would find it.
+
+    The current directory comes first on the import path, as for ``python -m``.
+
+    Raises:
+        HandlerError: the module fails to import (whatever it raised), has no such
+            name, or the name is neither kind of handler; one line naming ``spec``.
+    """
+    check_handler_spec(spec)
+    module_name, _, name = spec.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, "")  # as python -m: the current directory
+    try:
+        found: object = importlib.import_module(module_name)
+    except Exception as exc:  # the user's module may raise anything while importing
+        raise HandlerError(f"cannot load handler {spec}: {_why(exc)}") from exc
+    for part in name.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise HandlerError(
+                f"cannot load handler {spec}: {module_name} has no {name!r}"
+            ) from None
+    try:
+        sort_handler(found)
+    except TypeError as exc:
+        raise HandlerError(f"cannot use handler {spec}: {exc}") from None
+    return found  # type: ignore[return-value]
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, ModuleNotFoundError):
+        return f"no module named {exc.name!r} (is it in the current directory?)"
+    if isinstance(exc, SyntaxError):
+        return f"syntax error in {exc.filename}, line {exc.lineno}: {exc.msg}"
+    return f"importing it raised {exc!r}"

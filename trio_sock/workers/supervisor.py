@@ -74,6 +74,7 @@ class Supervisor:
     _config: ServerConfig
     _log_level: str
     _log_format: str
+    _handler: str | None
     _listeners: list[Listener]
     _shares: list[list[Listener]]
     _timers: trio.Nursery
@@ -186,7 +187,7 @@ class Supervisor:
         config = attrs.evolve(
             self._config, addresses=(), listen_fds=inherited, workers=1, reuse_port=False
         )
-        role = WorkerRole(number, config, self._log_level, self._log_format)
+        role = WorkerRole(number, config, self._log_level, self._log_format, self._handler)
         fds = [fd.fd for fd in inherited]
         env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY_ENV}
         env[WORKER_ENV] = role.to_environment()
@@ -251,6 +252,7 @@ async def supervise(
     *,
     log_level: str = "info",
     log_format: str = "text",
+    handler: str | None = None,
     task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Open every listener of ``config``, then serve it from ``config.workers`` processes.
@@ -264,6 +266,7 @@ async def supervise(
         config: What to listen on and how to serve; ``workers`` says how many.
         log_level: The workers' ``--log-level``.
         log_format: The workers' ``--log-format``.
+        handler: The workers' ``--handler MODULE:NAME``, which each imports.
         task_status: Given by ``nursery.start``; receives the ``Supervisor``.
 
     Returns:
@@ -302,6 +305,7 @@ async def supervise(
                 config,
                 log_level,
                 log_format,
+                handler,
                 owned,
                 shares,
                 timers,

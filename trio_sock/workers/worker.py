@@ -77,6 +77,8 @@ class WorkerRole:
     """The parent's ``--log-level``."""
     log_format: str = "text"
     """The parent's ``--log-format``."""
+    handler: str | None = None
+    """The parent's ``--handler MODULE:NAME``, which the worker imports for itself."""
 
     @classmethod
     def from_environment(cls) -> WorkerRole | None:
@@ -97,6 +99,7 @@ class WorkerRole:
                 ServerConfig.from_json(fields["config"]),
                 str(fields["log_level"]),
                 str(fields["log_format"]),
+                fields["handler"] if fields["handler"] is None else str(fields["handler"]),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise WorkerError(
@@ -112,6 +115,7 @@ class WorkerRole:
                 "config": self.config.to_json(),
                 "log_level": self.log_level,
                 "log_format": self.log_format,
+                "handler": self.handler,
             }
         )
 
