@@ -27,6 +27,7 @@ MAY_IMPORT: Final = {
     "client": {"config", "errors", "tls", "listen"},
     "server": {"config", "errors", "tls", "listen", "protocol"},
     "workers": {"config", "errors", "tls", "listen", "server"},
+    "testing": {"config", "errors", "listen", "server"},
     "cli": {"config", "errors", "tls", "listen", "server", "workers", "client", "protocol"},
 }
 

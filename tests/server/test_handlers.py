@@ -15,10 +15,11 @@ import trio
 import trio.testing
 
 from tests.helpers import address_of, open_stream
-from trio_sock import Server, ServerConfig, serve
+from trio_sock import Server, ServerConfig, TcpAddress, UnixAddress, serve
 from trio_sock.protocol import Increment
 from trio_sock.server.stats import Tally
 from trio_sock.server.stream import _reply_over_stream
+from trio_sock.testing import serving
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,11 +90,8 @@ async def receive_all(stream: trio.abc.ReceiveStream) -> bytes:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_a_sans_io_class_replies_to_every_chunk_until_eof(
-    nursery: trio.Nursery, server_config: ServerConfig, transport: str
-) -> None:
-    server = await start(nursery, server_config, Echo)
-    async with await open_stream(address_of(server, transport)) as stream:
+async def test_a_sans_io_class_replies_to_every_chunk_until_eof(transport: str) -> None:
+    async with serving(Echo) as server, await open_stream(address_of(server, transport)) as stream:
         for message in (b"hello", b"\x00\xff", b"x" * 100_000):
             await stream.send_all(message)
             got = b""
@@ -189,3 +187,23 @@ async def test_what_is_not_a_handler_is_refused_before_anything_listens(
             await serve(server_config, wrong)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="increment protocol"):
         await serve(attrs.evolve(server_config, once=True), Echo)
+
+
+async def test_serving_runs_a_handler_on_a_fresh_socket_and_a_free_port_then_stops() -> None:
+    async with serving(Echo, idle_timeout=5.0) as server:
+        unix, tcp = server.addresses
+        assert isinstance(unix, UnixAddress)
+        assert isinstance(tcp, TcpAddress)
+        assert tcp.port != 0
+        assert await trio.Path(unix.path).exists()
+        for address in server.addresses:
+            async with await open_stream(address) as stream:
+                await stream.send_all(b"ping")
+                assert await stream.receive_some() == b"ping"
+    # The socket file and its directory are gone.
+    assert not await trio.Path(unix.path).parent.exists()
+
+
+async def test_serve_refuses_workers_it_would_not_run(server_config: ServerConfig) -> None:
+    with pytest.raises(ValueError, match="workers=2 would be ignored"):
+        await serve(attrs.evolve(server_config, workers=2))

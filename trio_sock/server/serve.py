@@ -137,7 +137,8 @@ async def serve(
         ListenError: an address could not be bound; nothing is left open.
         TypeError: ``handler`` is neither kind of handler.
         ValueError: ``config`` asks for ``once`` or ``delay``, which belong to the
-            increment protocol, with another handler.
+            increment protocol, with another handler; or for more than one worker,
+            which ``serve`` (one process) would not honour.
 
     Error handling:
         Cancellation from outside stops everything at once; every exit path
@@ -148,6 +149,11 @@ async def serve(
     served = sort_handler(handler)
     if handler is not None and (config.once or config.delay):
         raise ValueError("once and delay belong to the increment protocol, not to a handler")
+    if config.workers != 1:
+        raise ValueError(
+            f"serve() is one process, so workers={config.workers} would be ignored;"
+            " run trio_sock.workers.supervisor.supervise for several, or set workers=1"
+        )
     _warn_if_fds_are_short(config.max_clients)
     tls = None
     if config.tls_cert is not None and config.tls_key is not None:
