@@ -12,7 +12,7 @@ import os
 import socket
 import ssl
 import stat
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal, overload
 
 import trio
 
@@ -117,13 +117,40 @@ async def _connect(family: int, sockaddr: str | tuple[object, ...]) -> socket.so
         raise
 
 
-async def open_stream(address: Address) -> trio.SocketStream:
-    """Connect to a trio_sock server (or any stream server) at ``address``.
+@overload
+async def open_stream(address: Address, *, tls: Literal[False] = False) -> trio.SocketStream: ...
+@overload
+async def open_stream(
+    address: Address, *, tls: Literal[True] | ssl.SSLContext
+) -> trio.SSLStream[trio.SocketStream]: ...
+async def open_stream(
+    address: Address, *, tls: bool | ssl.SSLContext = False
+) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    """Connect to a trio_sock server (or any stream server) at ``address``, for any protocol.
+
+    Use it as ``async with await open_stream(address) as stream``: leaving the
+    block closes the connection.
+
+    Args:
+        address: The server.
+        tls: ``False`` for a plain stream (a ``trio.abc.HalfCloseableStream``);
+            ``True`` for TLS trusting the system's CAs, or the ``ssl.SSLContext``
+            to use; the server's certificate is checked against ``address.host``.
 
     Raises:
-        ConnectError: nothing accepts there, or the host is unknown; the message
-            says how to start a server.
+        ConnectError: nothing accepts there, or the host is unknown (the message
+            says how to start a server), or the TLS handshake failed (it says why).
+        ValueError: TLS asked of a Unix socket.
     """
+    if tls is False:
+        return await _open_plain(address)
+    if not isinstance(address, TcpAddress):
+        raise ValueError(f"TLS is for TCP servers; {address} needs none")
+    context = client_context(None) if tls is True else tls
+    return await start_tls(await _open_plain(address), address, context)
+
+
+async def _open_plain(address: Address) -> trio.SocketStream:
     try:
         if isinstance(address, UnixAddress):
             sock = await _connect(socket.AF_UNIX, address.sockaddr)
@@ -196,7 +223,7 @@ async def exchange(address: Address, data: bytes, *, tls: ssl.SSLContext | None 
         ConnectError: the server is not there, or TLS failed.
         ProtocolError: it closed the connection before replying in full.
     """
-    plain = await open_stream(address)
+    plain = await _open_plain(address)
     stream: trio.abc.Stream = plain
     if tls is not None and isinstance(address, TcpAddress):
         stream = await start_tls(plain, address, tls)

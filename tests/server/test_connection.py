@@ -19,6 +19,7 @@ import trio
 import trio.testing
 import trustme
 
+import trio_sock
 from tests.helpers import address_of, open_stream
 from trio_sock import Connection, Server, ServerConfig, TcpAddress, serve
 from trio_sock.config.addresses import UnixAddress
@@ -291,8 +292,8 @@ async def test_an_async_handler_speaks_tls_and_knows_its_peer(
     address = address_of(server, "tcp")
     assert isinstance(address, TcpAddress)
     _, client_context = tls_contexts(ca)
-    tcp = await trio.open_tcp_stream(address.host, address.port)
-    async with trio.SSLStream(tcp, client_context, server_hostname="127.0.0.1") as stream:
+    async with await trio_sock.open_stream(address, tls=client_context) as stream:
+        tcp = stream.transport_stream
         await stream.send_all(b"secret")
         assert await stream.receive_some() == b"secret"
         [conn] = seen
@@ -307,3 +308,8 @@ async def test_an_async_handler_speaks_tls_and_knows_its_peer(
         await plain.send_all(b"clear")
         assert await plain.receive_some() == b"clear"
         assert isinstance(seen[1], trio.abc.HalfCloseableStream)
+
+
+async def test_open_stream_speaks_tls_only_to_tcp(server_config: ServerConfig) -> None:
+    with pytest.raises(ValueError, match="TLS is for TCP servers"):
+        await trio_sock.open_stream(UnixAddress("/nonexistent/sock"), tls=True)
