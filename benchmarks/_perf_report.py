@@ -28,6 +28,11 @@ SERVERS: Final = (
     "c_nospin",
     "trio_sock_2w",
     "trio_sock_base",
+    "trio_sock_echo",
+    "trio_sock_echo_async",
+    "bare_trio_echo",
+    "asyncio_echo",
+    "uvloop_echo",
 )
 UNITS: Final[dict[Workload, str]] = {
     "connect": "connections/s",
@@ -462,6 +467,13 @@ def render_markdown(
         "trio_sock_2w": "the same, with two worker processes (`--workers 2 --reuse-port`)",
         "trio_sock_base": "the same arguments, served from the --baseline source tree"
         " (the code before a change)",
+        "trio_sock_echo": "trio_sock serving an echo sans-I/O class"
+        " (`--handler echo_handlers:Echo`, `servers/echo_handlers.py`)",
+        "trio_sock_echo_async": "trio_sock serving an echo async handler on `Connection`"
+        " (`--handler echo_handlers:echo`)",
+        "bare_trio_echo": "`servers/bare_trio_server.py --echo`: the same loop, echoing",
+        "asyncio_echo": "`servers/asyncio_server.py --echo`: an echoing `asyncio.Protocol`",
+        "uvloop_echo": "the same echoing protocol on uvloop",
         "bare_trio": "`servers/bare_trio_server.py`: `trio.serve_listeners` and an"
         " `async for` loop that translates each chunk",
         "asyncio": "`servers/asyncio_server.py`: an `asyncio.Protocol` (the faster of"

@@ -7,7 +7,7 @@
  *   loadgen --mode connect  --address ADDR [--concurrency 64]
  *   loadgen --mode pingpong --address ADDR [--concurrency 64] [--size 64]
  *   loadgen --mode stream   --address ADDR [--concurrency 1] [--size 262144]
- *   common: [--warmup 0.5] [--duration 2] [--sources 64] [--sleep]
+ *   common: [--warmup 0.5] [--duration 2] [--sources 64] [--sleep] [--echo]
  *   ADDR: unix:PATH or tcp:IPV4:PORT
  *
  * connect:  each of --concurrency slots connects, sends one byte, reads its successor,
@@ -21,7 +21,8 @@
  * stream:   --concurrency connections that write --size-byte buffers as fast as the
  *           server takes them while reading the replies (full duplex, edge-triggered).
  *
- * Every reply byte is checked against its request, incremented mod 256; a wrong byte
+ * Every reply byte is checked against its request, incremented mod 256 (or unchanged,
+ * with --echo, for echo servers); a wrong byte
  * is a verification failure, printed on stderr and counted in the result, never just
  * a slower figure.  Only requests (or bytes) completed inside the window
  * [warmup, warmup + duration) are counted.  After the window every connection ends
@@ -103,6 +104,7 @@ static struct {
     double warmup, duration;
     unsigned sources;
     bool sleep; /* --sleep: wait in epoll_wait rather than poll (sharing CPUs with servers) */
+    uint8_t delta; /* what the server adds to each byte: 1 (increment), 0 with --echo */
 } opt = {.concurrency = 0, .size = 0, .warmup = 0.5, .duration = 2.0, .sources = 64};
 
 static int ep = -1;
@@ -302,7 +304,7 @@ static void connect_event(struct conn *c, uint32_t events) {
         if (n == 0) {
             fail(&io_errors, "connection %u: the server closed before replying", c->id);
             close_conn(c, ST_RETRY);
-        } else if (n != 1 || buf[0] != (uint8_t)(c->probe + 1)) {
+        } else if (n != 1 || buf[0] != (uint8_t)(c->probe + opt.delta)) {
             fail(&verify_failures, "connect: sent 0x%02x, got %zd bytes starting 0x%02x",
                  c->probe, n, buf[0]);
             close_conn(c, ST_RETRY);
@@ -404,7 +406,7 @@ static void pingpong_event(struct conn *c, uint32_t events) {
         return;
     }
     for (ssize_t i = 0; i < n; i++) {
-        uint8_t want_byte = (uint8_t)(c->msg[c->got + (size_t)i] + 1);
+        uint8_t want_byte = (uint8_t)(c->msg[c->got + (size_t)i] + opt.delta);
         if (rbuf[i] != want_byte) {
             fail(&verify_failures, "pingpong: byte %zu of a reply: sent 0x%02x, got 0x%02x",
                  c->got + (size_t)i, c->msg[c->got + (size_t)i], rbuf[i]);
@@ -539,9 +541,10 @@ static void parse_options(int argc, char **argv) {
         {"concurrency", required_argument, 0, 'c'}, {"size", required_argument, 0, 's'},
         {"warmup", required_argument, 0, 'w'},   {"duration", required_argument, 0, 'd'},
         {"sources", required_argument, 0, 'S'},  {"sleep", no_argument, 0, 'z'},
-        {0, 0, 0, 0},
+        {"echo", no_argument, 0, 'e'},           {0, 0, 0, 0},
     };
     bool have_mode = false, have_address = false;
+    opt.delta = 1;
     int ch;
     while ((ch = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (ch) {
@@ -577,6 +580,9 @@ static void parse_options(int argc, char **argv) {
             break;
         case 'z':
             opt.sleep = true;
+            break;
+        case 'e':
+            opt.delta = 0;
             break;
         default:
             usage("bad option");
@@ -659,7 +665,7 @@ int main(int argc, char **argv) {
             x ^= x >> 17;
             x ^= x << 5;
             pattern[i] = pattern[i + PERIOD] = (uint8_t)x;
-            expected[i] = expected[i + PERIOD] = (uint8_t)(x + 1);
+            expected[i] = expected[i + PERIOD] = (uint8_t)(x + opt.delta);
         }
     }
     for (unsigned i = 0; i < opt.concurrency; i++) {

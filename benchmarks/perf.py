@@ -163,6 +163,13 @@ def build(name: str) -> Path:
 
 # --- Servers -----------------------------------------------------------------------------
 
+#: trio_sock serving a handler from ``servers/echo_handlers.py``, by server name.
+HANDLERS: Final = {
+    "trio_sock_echo": "echo_handlers:Echo",
+    "trio_sock_echo_async": "echo_handlers:echo",
+}
+#: Servers that send every byte back unchanged: the load generator checks for that.
+ECHO_SERVERS: Final = frozenset({*HANDLERS, "bare_trio_echo", "asyncio_echo", "uvloop_echo"})
 READY: Final = re.compile(r"waiting on unix:(?P<unix>\S+) tcp:(?P<host>[^\s:]+):(?P<port>\d+)")
 
 
@@ -186,11 +193,22 @@ def server_command(name: str, unix_path: str, settings: Settings) -> list[str]:
         )
         base = [sys.executable, "-c", run, "server", "--unix", unix_path, "--tcp", tcp]
         return base + list(settings.trio_sock_args)
-    if name == "bare_trio":
+    if name in HANDLERS:
+        # The handler's module lives in servers/: put it first on the path, as the
+        # current directory would be, and run python -m trio_sock with --handler.
+        run = (
+            f"import runpy, sys; sys.path.insert(0, {str(HERE / 'servers')!r});"
+            " runpy.run_module('trio_sock', run_name='__main__', alter_sys=True)"
+        )
+        base = [sys.executable, "-c", run, "server", "--unix", unix_path, "--tcp", tcp]
+        return base + list(settings.trio_sock_args) + ["--handler", HANDLERS[name]]
+    echo = ["--echo"] if name in ECHO_SERVERS else []
+    if name.startswith("bare_trio"):
         script = HERE / "servers" / "bare_trio_server.py"
-        return [sys.executable, str(script), "--unix", unix_path, "--tcp", tcp]
+        return [sys.executable, str(script), "--unix", unix_path, "--tcp", tcp, *echo]
     script = HERE / "servers" / "asyncio_server.py"
-    return [sys.executable, str(script), "--unix", unix_path, "--tcp", tcp, "--loop", name]
+    loop = name.removesuffix("_echo")
+    return [sys.executable, str(script), "--unix", unix_path, "--tcp", tcp, "--loop", loop, *echo]
 
 
 def _process_tree(root: int) -> list[int]:
@@ -345,7 +363,9 @@ class Lab:
         stderr = self.directory / f"{self._started}-{name}.stderr"
         return Server(name, command, stderr)
 
-    def run_loadgen(self, mode: str, address: str, concurrency: int, size: int) -> dict[str, Any]:
+    def run_loadgen(
+        self, mode: str, address: str, concurrency: int, size: int, *, echo: bool = False
+    ) -> dict[str, Any]:
         """One load generator run; its JSON result (failures included, never raised)."""
         s = self.settings
         command = [
@@ -358,6 +378,7 @@ class Lab:
             f"--warmup={s.warmup}",
             f"--duration={s.duration}",
             *(["--sleep"] if s.loadgen_sleeps else []),
+            *(["--echo"] if echo else []),
         ]
         timeout = s.warmup + s.duration + LOADGEN_SLACK
         try:
@@ -406,7 +427,13 @@ def measure_throughput(lab: Lab, workload: Workload, name: str, repeat: int) -> 
                 try:
                     cpu0, wall0 = server.tree_cpu_seconds(), time.monotonic()
                     other_load = lab.other_load()
-                    result = lab.run_loadgen(mode, server.address(transport), concurrency, size)
+                    result = lab.run_loadgen(
+                        mode,
+                        server.address(transport),
+                        concurrency,
+                        size,
+                        echo=name in ECHO_SERVERS,
+                    )
                     cpu1, wall1 = server.tree_cpu_seconds(), time.monotonic()
                     sample.other_load = other_load(cpu1 - cpu0)
                 except BenchmarkError as exc:
@@ -476,12 +503,14 @@ def open_idle(
         clients.append(_connect(transport, server))
 
 
-def echo(clients: Sequence[socket.socket]) -> list[str]:
+def echo(clients: Sequence[socket.socket], *, same: bool = False) -> list[str]:
     """Send one byte on every connection and check every reply; return the failures.
 
-    Connection ``i`` sends ``i % 256`` and must read back ``(i + 1) % 256``,
-    so a reply that lands on the wrong connection is caught too.
+    Connection ``i`` sends ``i % 256`` and must read back ``(i + 1) % 256`` (or
+    ``i % 256`` from an echo server, ``same``), so a reply that lands on the wrong
+    connection is caught too.
     """
+    delta = 0 if same else 1
     problems: list[str] = []
     with selectors.DefaultSelector() as selector:
         for i, sock in enumerate(clients):
@@ -505,7 +534,7 @@ def echo(clients: Sequence[socket.socket]) -> list[str]:
                 except OSError as exc:
                     problems.append(f"connection {i}: recv failed: {exc}")
                     continue
-                if reply != bytes([(i + 1) % 256]):
+                if reply != bytes([(i + delta) % 256]):
                     problems.append(f"connection {i}: sent {i % 256}, got {reply!r}")
     return problems
 
@@ -526,14 +555,14 @@ def measure_idle(lab: Lab, name: str, transport: Transport, repeat: int) -> list
                     server.wait_for_fds(fds0 + count, "accepting", IDLE_TIMEOUT)
                     # Accepts are in order: an answer on the newest connection means the
                     # server has set up every one, up to its first read.
-                    problems = echo(clients[-1:])
+                    problems = echo(clients[-1:], same=name in ECHO_SERVERS)
                     if problems:
                         raise BenchmarkError(f"{name}: the newest connection: {problems[0]}")
                     rss = server.tree_rss_kib()
                     sample.value = (rss - rss0) / count
                     sample.seconds = time.monotonic() - start
                     sample.detail = {"rss0_kib": rss0, "rss_kib": rss, "count": count}
-                problems = echo(clients)
+                problems = echo(clients, same=name in ECHO_SERVERS)
                 # Every sample says how the final check went: it covers all of them.
                 for sample in samples:
                     sample.verify_failures = len(problems)
@@ -726,8 +755,8 @@ def settings_from(args: argparse.Namespace, notes: list[str]) -> Settings:
         repeats, duration, warmup = 1, 0.3, 0.1
         servers, counts = ("c", "trio_sock", "bare_trio"), (100, 300)
     servers = tuple(args.servers) if args.servers else servers
-    if "uvloop" in servers and importlib.util.find_spec("uvloop") is None:
-        servers = tuple(s for s in servers if s != "uvloop")
+    if importlib.util.find_spec("uvloop") is None and {"uvloop", "uvloop_echo"} & set(servers):
+        servers = tuple(s for s in servers if not s.startswith("uvloop"))
         notes.append("uvloop: skipped, uvloop not installed (pip install -e '.[bench]')")
     counts = tuple(args.idle_counts) if args.idle_counts else counts
     limit = fd_limit()

@@ -62,11 +62,19 @@ class Increment(asyncio.Protocol):
         self.transport.resume_reading()
 
 
-async def serve(unix_path: str, tcp: str, name: str) -> None:
+class Echo(Increment):
+    """The same, every chunk back unchanged: the baseline for other protocols."""
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+async def serve(unix_path: str, tcp: str, name: str, echo: bool = False) -> None:
+    protocol = Echo if echo else Increment
     loop = asyncio.get_running_loop()
     host, _, port = tcp.rpartition(":")
-    tcp_server = await loop.create_server(Increment, host, int(port), backlog=BACKLOG)
-    unix_server = await loop.create_unix_server(Increment, unix_path, backlog=BACKLOG)
+    tcp_server = await loop.create_server(protocol, host, int(port), backlog=BACKLOG)
+    unix_server = await loop.create_unix_server(protocol, unix_path, backlog=BACKLOG)
     bound_port = tcp_server.sockets[0].getsockname()[1]
     print(f"{name} waiting on unix:{unix_path} tcp:{host}:{bound_port}", flush=True)
     async with tcp_server, unix_server:
@@ -78,6 +86,7 @@ def main() -> int:
     parser.add_argument("--unix", required=True, metavar="PATH")
     parser.add_argument("--tcp", required=True, metavar="HOST:PORT")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--echo", action="store_true", help="send every chunk back unchanged")
     args = parser.parse_args()
     run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     if args.loop == "uvloop":
@@ -88,7 +97,7 @@ def main() -> int:
             print("uvloop not installed: pip install -e '.[bench]'", file=sys.stderr)
             return EXIT_NO_UVLOOP
     with contextlib.suppress(KeyboardInterrupt):
-        run(serve(args.unix, args.tcp, args.loop))
+        run(serve(args.unix, args.tcp, args.loop, args.echo))
     return 0
 
 

@@ -4,7 +4,10 @@
 ``async for`` loop: what anyone would write after reading Trio's tutorial, with no
 tuning.  It imports nothing from trio_sock, so that a change there cannot move it.
 
-    python benchmarks/servers/bare_trio_server.py --unix PATH --tcp 127.0.0.1:0
+    python benchmarks/servers/bare_trio_server.py --unix PATH --tcp 127.0.0.1:0 [--echo]
+
+With ``--echo`` every chunk comes back unchanged: the baseline for handlers of
+other protocols.
 
 Once both listeners accept, it prints ``bare trio waiting on unix:PATH tcp:HOST:PORT``
 (the real port) and serves until killed.
@@ -32,7 +35,13 @@ async def handle(stream: trio.SocketStream) -> None:
             await stream.send_all(data.translate(TABLE))
 
 
-async def serve(unix_path: str, tcp: str) -> None:
+async def handle_echo(stream: trio.SocketStream) -> None:
+    with contextlib.suppress(trio.BrokenResourceError):
+        async for data in stream:
+            await stream.send_all(data)
+
+
+async def serve(unix_path: str, tcp: str, echo: bool) -> None:
     host, _, port = tcp.rpartition(":")
     tcp_listeners = await trio.open_tcp_listeners(int(port), host=host, backlog=BACKLOG)
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
@@ -41,16 +50,17 @@ async def serve(unix_path: str, tcp: str) -> None:
     unix_listener = trio.SocketListener(sock)
     bound_port = tcp_listeners[0].socket.getsockname()[1]
     print(f"bare trio waiting on unix:{unix_path} tcp:{host}:{bound_port}", flush=True)
-    await trio.serve_listeners(handle, [unix_listener, *tcp_listeners])
+    await trio.serve_listeners(handle_echo if echo else handle, [unix_listener, *tcp_listeners])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--unix", required=True, metavar="PATH")
     parser.add_argument("--tcp", required=True, metavar="HOST:PORT")
+    parser.add_argument("--echo", action="store_true", help="send every chunk back unchanged")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        trio.run(serve, args.unix, args.tcp)
+        trio.run(serve, args.unix, args.tcp, args.echo)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from trio_sock.config.addresses import TcpAddress
+from trio_sock.server.peers import PeerCredentials
 from trio_sock.server.watched_stream import WatchedStream
 
 if TYPE_CHECKING:
     import socket
     from collections.abc import Callable
 
-    from trio_sock.config.addresses import Address, TcpAddress
-    from trio_sock.server.peers import PeerCredentials
+    from trio_sock.config.addresses import Address
     from trio_sock.server.stats import Tally
 
 
@@ -41,11 +42,16 @@ class Connection(trio.abc.Stream):
         departure, recorded with its reason.
     """
 
+    __slots__ = ()
+
     address: Address
     """The listener's address, as the server's ready line shows it."""
-    peer: TcpAddress | PeerCredentials | None
-    """The client: its ``TcpAddress`` on TCP, its ``PeerCredentials`` (pid, uid, gid)
-    on a Unix socket; ``None`` for an inherited socket of another family."""
+
+    @property
+    def peer(self) -> TcpAddress | PeerCredentials | None:
+        """The client: its ``TcpAddress`` on TCP, its ``PeerCredentials`` (pid, uid,
+        gid) on a Unix socket; ``None`` for an inherited socket of another family."""
+        raise NotImplementedError
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         raise NotImplementedError
@@ -54,6 +60,8 @@ class Connection(trio.abc.Stream):
 class PlainConnection(WatchedStream, Connection):
     """A client on a plain TCP or Unix socket: a half-closeable stream."""
 
+    __slots__ = ("_peer", "_peer_known", "address")
+
     def __init__(
         self,
         sock: socket.socket,
@@ -61,12 +69,36 @@ class PlainConnection(WatchedStream, Connection):
         clock: Callable[[], float],
         *,
         address: Address,
-        peer: TcpAddress | PeerCredentials | None,
+        peer: object,
         count: bool = True,
     ) -> None:
+        """``peer`` is what ``accept`` gave (or the Unix peer's credentials, if the
+        peer policy asked for them); ``Connection.peer`` is made of it on first use,
+        which most handlers never make."""
         super().__init__(sock, tally, clock, count=count)
         self.address = address
-        self.peer = peer
+        self._peer: object
+        if isinstance(peer, tuple):  # TCP: a TcpAddress (validated: microseconds) on first use
+            self._peer, self._peer_known = peer, False
+        else:  # Unix: the kernel is asked now, while the socket is open
+            self._peer = peer if isinstance(peer, PeerCredentials) else _peer_of(sock, peer)
+            self._peer_known = True
+
+    @property
+    def peer(self) -> TcpAddress | PeerCredentials | None:
+        if not self._peer_known:
+            self._peer, self._peer_known = _peer_of(self.socket, self._peer), True
+        return self._peer  # type: ignore[return-value]
+
+
+def _peer_of(sock: socket.socket, peer: object) -> TcpAddress | PeerCredentials | None:
+    """The client as ``Connection.peer`` names it, from what ``accept`` gave."""
+    if isinstance(peer, tuple):
+        return TcpAddress(peer[0], peer[1])
+    try:
+        return PeerCredentials.of(sock)  # a Unix socket: accept gave no address worth a name
+    except OSError:  # not a Unix socket: an inherited one of another family
+        return None
 
 
 class TlsConnection(Connection):
@@ -80,7 +112,10 @@ class TlsConnection(Connection):
         """The TLS stream, for what it knows of the session (``tls.ssl_object``)."""
         self._tally = tally
         self.address = tls.transport_stream.address
-        self.peer = tls.transport_stream.peer
+
+    @property
+    def peer(self) -> TcpAddress | PeerCredentials | None:
+        return self.tls.transport_stream.peer
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.tls.send_all(data)

@@ -15,7 +15,6 @@ from trio_sock.config.addresses import TcpAddress
 from trio_sock.errors import why_broken
 from trio_sock.server.clients import DONE, IDLE_TIMEOUT, SHUTDOWN
 from trio_sock.server.connection import PlainConnection, TlsConnection
-from trio_sock.server.peers import PeerCredentials
 from trio_sock.server.stream import linger, say_goodbye, start_tls
 
 if TYPE_CHECKING:
@@ -54,7 +53,7 @@ async def _run(
         tally,
         context.clock,
         address=door.address,
-        peer=_peer_of(conn, peer),
+        peer=peer,
         count=not secure,
     )
     if not secure:
@@ -91,15 +90,3 @@ def _departure(exc: Exception, tally: Tally) -> str | None:
     if isinstance(exc, trio.ClosedResourceError):
         return IDLE_TIMEOUT if tally.idle else DONE
     return None
-
-
-def _peer_of(conn: socket.socket, peer: object) -> TcpAddress | PeerCredentials | None:
-    """The client as ``Connection.peer`` names it, from what ``accept`` gave."""
-    if isinstance(peer, PeerCredentials):
-        return peer
-    if isinstance(peer, tuple):
-        return TcpAddress(peer[0], peer[1])
-    try:
-        return PeerCredentials.of(conn)
-    except OSError:  # not a Unix socket: an inherited one of another family
-        return None

@@ -26,7 +26,7 @@ import trio
 from trio_sock.server.reaper import unsent_bytes
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
     from trio_sock.server.stats import Tally
 
@@ -55,6 +55,18 @@ class WatchedStream(trio.abc.HalfCloseableStream):
         call that was waiting and in every call after.
     """
 
+    # No instance dict: an idle client costs its stream's fields and nothing more.
+    __slots__ = (
+        "_clock",
+        "_closed",
+        "_count",
+        "_eof_sent",
+        "_receiving",
+        "_sending",
+        "_tally",
+        "socket",
+    )
+
     def __init__(
         self,
         sock: socket.socket,
@@ -78,15 +90,12 @@ class WatchedStream(trio.abc.HalfCloseableStream):
         if self._tally.idle:
             raise trio.ClosedResourceError("the client was dropped for idleness")
 
-    async def _wait(
-        self, wait: Callable[[socket.socket], Awaitable[None]], *, sending: bool
-    ) -> None:
-        """Wait until the socket is ready; the reaper's drop raises ClosedResourceError."""
+    async def _wait_writable(self) -> None:
+        """Wait for room to send; the reaper's drop raises ClosedResourceError."""
         tally = self._tally
-        if sending:  # the client taking bytes is a sign of life (see reaper)
-            tally.unsent = unsent_bytes(self.socket)
+        tally.unsent = unsent_bytes(self.socket)  # the client taking bytes is a sign of life
         try:
-            await wait(self.socket)
+            await trio.lowlevel.wait_writable(self.socket)
         finally:
             tally.unsent = None
         self._check_open()
@@ -100,23 +109,32 @@ class WatchedStream(trio.abc.HalfCloseableStream):
             self._check_open()
             if self._eof_sent:
                 raise trio.ClosedResourceError("cannot send after sending EOF")
-            waited = False
-            with memoryview(data) as view:
-                while view:
-                    try:
-                        sent = self.socket.send(view)
-                    except BlockingIOError:
-                        waited = True
-                        await self._wait(trio.lowlevel.wait_writable, sending=True)
-                        continue
-                    except OSError as exc:
-                        raise self._translate(exc) from exc
-                    self._moved(sent, sending=True)
-                    view = view[sent:]
-            if not waited:
+            sent = self._send(data)
+            if sent == len(data):  # all of it at once, the usual case: one schedule point
                 await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            with memoryview(data) as view:
+                view = view[sent:]
+                while view:
+                    await self._wait_writable()
+                    view = view[self._send(view) :]
         finally:
             self._sending = False
+
+    def _send(self, data: bytes | bytearray | memoryview) -> int:
+        """How much of ``data`` the socket took (0 for now, if none).
+
+        EAGAIN is caught here, not around an ``await``: an exception handled
+        across a wait keeps its traceback, and its frames, alive meanwhile.
+        """
+        try:
+            sent = self.socket.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise self._translate(exc) from exc
+        self._moved(sent, sending=True)
+        return sent
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:
@@ -124,7 +142,7 @@ class WatchedStream(trio.abc.HalfCloseableStream):
         self._sending = True
         try:
             self._check_open()
-            await self._wait(trio.lowlevel.wait_writable, sending=True)
+            await self._wait_writable()
         finally:
             self._sending = False
 
@@ -154,25 +172,31 @@ class WatchedStream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is already receiving on this stream")
         self._receiving = True
         try:
+            # A cancel point that does not yield: the yield comes below, once.
             await trio.lowlevel.checkpoint_if_cancelled()
             self._check_open()
-            waited = False
-            while True:
-                try:
-                    data = self.socket.recv(max_bytes)
-                except BlockingIOError:
-                    waited = True
-                    await self._wait(trio.lowlevel.wait_readable, sending=False)
-                    continue
-                except OSError as exc:
-                    raise self._translate(exc) from exc
-                break
-            self._moved(len(data), sending=False)
-            if not waited:
+            data = self._receive(max_bytes)
+            if data is not None:  # there already: the schedule point, losing nothing
                 await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+            while data is None:  # the wait is the checkpoint
+                await trio.lowlevel.wait_readable(self.socket)
+                self._check_open()
+                data = self._receive(max_bytes)
             return data
         finally:
             self._receiving = False
+
+    def _receive(self, max_bytes: int) -> bytes | None:
+        """What the socket holds (``b""`` at EOF), or None if nothing yet (see ``_send``)."""
+        try:
+            data = self.socket.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise self._translate(exc) from exc
+        self._moved(len(data), sending=False)
+        return data
 
     def _moved(self, size: int, *, sending: bool) -> None:
         tally = self._tally
