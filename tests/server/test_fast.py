@@ -30,10 +30,10 @@ import trio.testing
 from tests.helpers import IO_TIMEOUT, address_of, open_stream, start_in
 from tests.helpers import connect as connect_blocking
 from trio_sock import ServerConfig, UnixAddress, increment
+from trio_sock.server.accept import ACCEPT_BATCH
 from trio_sock.server.clients import EOF, IDLE_TIMEOUT, SHUTDOWN, ClientSlots, Context, Door
 from trio_sock.server.fast import EAGER_PROBE, FAIRNESS_BATCH, RECEIVE_SIZE, serve_plain_client
 from trio_sock.server.reaper import reap_idle, reap_step
-from trio_sock.server.serve import ACCEPT_BATCH
 from trio_sock.server.stats import Counters, Tally
 
 if TYPE_CHECKING:

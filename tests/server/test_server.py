@@ -394,7 +394,7 @@ async def test_accepted_tcp_clients_have_nagle_off_and_every_client_is_non_block
         seen.append((conn.family, nodelay, conn.getblocking()))
         await real(conn, peer, number, door)
 
-    monkeypatch.setattr("trio_sock.server.serve.serve_plain_client", noting)
+    monkeypatch.setattr("trio_sock.server.accept.serve_plain_client", noting)
     server = await start_in(nursery, server_config)
     for transport in ("unix", "tcp"):
         stream = await open_stream(address_of(server, transport))
