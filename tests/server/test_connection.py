@@ -26,6 +26,7 @@ from trio_sock.config.addresses import UnixAddress
 from trio_sock.server.connection import PlainConnection, TlsConnection
 from trio_sock.server.peers import PeerCredentials
 from trio_sock.server.stats import Tally
+from trio_sock.testing import serving
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -313,3 +314,36 @@ async def test_an_async_handler_speaks_tls_and_knows_its_peer(
 async def test_open_stream_speaks_tls_only_to_tcp(server_config: ServerConfig) -> None:
     with pytest.raises(ValueError, match="TLS is for TCP servers"):
         await trio_sock.open_stream(UnixAddress("/nonexistent/sock"), tls=True)
+
+
+# --- every promise holds for handlers: departure records, peer policy -----------------------
+
+
+async def test_a_handlers_client_leaves_a_departure_record_with_its_reason_and_bytes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_sock.clients")
+    async with serving(echo) as server, await open_stream(server.addresses[0]) as stream:
+        await stream.send_all(b"12345")
+        assert await stream.receive_some() == b"12345"
+        await stream.send_eof()
+        assert await stream.receive_some() == b""
+        await trio.testing.wait_all_tasks_blocked()  # its task has left
+    [record] = [r for r in caplog.records if r.name == "trio_sock.clients"]
+    fields = record.__dict__
+    assert (fields["reason"], fields["bytes_in"], fields["bytes_out"]) == ("done", 5, 5)
+
+
+async def test_the_peer_policy_turns_a_client_away_before_the_handler_sees_it() -> None:
+    called = trio.Event()
+
+    async def never(conn: Connection) -> None:
+        called.set()
+
+    async with (
+        serving(never, allow_uids=[os.getuid() + 1]) as server,
+        await open_stream(server.addresses[0]) as stream,
+    ):
+        assert await receive_all(stream) == b""  # closed at once
+        await trio.testing.wait_all_tasks_blocked()
+        assert (server.stats().refused, called.is_set()) == (1, False)
