@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Final
 import pytest
 
 from tests.cli.test_cli import assert_usage_error
-from tests.helpers import assert_user_error, exchange, run_cli
+from tests.helpers import assert_user_error, exchange, ready, run_cli, wait_for_log
+from tests.listen.test_systemd import free_tcp_port, needs_socket_activate, socket_activate
+from trio_sock.config.addresses import TcpAddress, UnixAddress
 
 if TYPE_CHECKING:
     from tests.helpers import Processes
@@ -124,3 +126,16 @@ def test_a_users_handler_module_passes_mypy_strict(short_tmp: Path, user_module:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@needs_socket_activate
+def test_a_handler_is_served_on_sockets_systemd_passes(procs: Processes, user_module: Path) -> None:
+    path, port = procs.cwd / "s", free_tcp_port()
+    argv = socket_activate(
+        str(path), f"127.0.0.1:{port}", names=["u", "t"], server_args=["--handler", "mine:Upper"]
+    )
+    child = procs.spawn(argv)
+    wait_for_log(child, f"Listening on 127.0.0.1:{port} as 4.")
+    assert exchange(UnixAddress(str(path)), b"first") == b"FIRST"  # starts the server
+    ready(child)
+    assert exchange(TcpAddress("127.0.0.1", port), b"then tcp") == b"THEN TCP"
