@@ -6,6 +6,7 @@ talks to it over real Unix and TCP sockets.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from trio_sock.testing import serving
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from trio_sock.server.connection import Connection
     from trio_sock.server.handlers import Handler, SansIOProtocol
 
 TRANSPORTS = ["unix", "tcp"]
@@ -207,3 +209,28 @@ async def test_serving_runs_a_handler_on_a_fresh_socket_and_a_free_port_then_sto
 async def test_serve_refuses_workers_it_would_not_run(server_config: ServerConfig) -> None:
     with pytest.raises(ValueError, match="workers=2 would be ignored"):
         await serve(attrs.evolve(server_config, workers=2))
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("kind", ["sans-io", "async"])
+async def test_closing_when_done_never_resets_away_the_last_reply(
+    transport: str, kind: str
+) -> None:
+    async def first_line(conn: Connection) -> None:
+        data = await conn.receive_some()
+        await conn.send_all(data.partition(b"\n")[0] + b"\n")
+
+    handler: Handler = UpToNewline if kind == "sans-io" else first_line
+    async with serving(handler) as server, trio.open_nursery() as nursery:
+        stream = await open_stream(address_of(server, transport))
+
+        async def send_more_than_is_read() -> None:
+            # The server reads one chunk, replies, and is done with input still unread:
+            # closing then would make the kernel reset the connection.
+            # Ended by the server's close, or by ours once the reply is in.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(b"line\n" + b"x" * 300_000)
+
+        nursery.start_soon(send_more_than_is_read)
+        async with stream:
+            assert await receive_all(stream) == b"line\n"

@@ -22,6 +22,7 @@ import trio.testing
 
 import trio_sock.listen.open_all
 import trio_sock.server.fast
+import trio_sock.server.goodbye
 import trio_sock.server.stats
 import trio_sock.server.stream
 from tests.helpers import address_of, open_stream, start_in
@@ -169,7 +170,7 @@ async def test_once_mode_frees_the_slot_of_a_client_that_keeps_its_side_open(
         assert await stream.receive_some(1) == b""  # the server's EOF comes with the reply
         await trio.testing.wait_all_tasks_blocked()
         assert server.active_clients == 1  # still discarding what we might send
-        await trio.sleep(trio_sock.server.stream.LINGER_TIME)
+        await trio.sleep(trio_sock.server.goodbye.LINGER_TIME)
         await trio.testing.wait_all_tasks_blocked()
         assert server.active_clients == 0
 

@@ -19,6 +19,7 @@ import trio
 from trio_sock.config.addresses import TcpAddress
 from trio_sock.protocol import Increment
 from trio_sock.server import departures
+from trio_sock.server.goodbye import LINGER_TIME
 from trio_sock.server.peers import PeerCredentials
 from trio_sock.server.stats import Counters, Tally
 
@@ -89,6 +90,9 @@ class Context:
     """Makes each client's sans-I/O protocol (``handlers``), unless ``handler`` is set."""
     handler: AsyncHandler | None = None
     """The async handler each client's task runs, if the server has one."""
+    linger: float = LINGER_TIME
+    """After its last reply, how long the server discards a client's input before closing
+    (``goodbye.linger``: ``LINGER_TIME``, or the idle timeout if that is shorter)."""
     departure_log: departures.DepartureLog = attrs.Factory(departures.DepartureLog)
     """Which departures get a record of their own."""
 

@@ -32,11 +32,13 @@ cancellation (shutdown) can strike at any wait with nothing lost or repeated.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Final
 
 import trio
 
 from trio_sock.server.clients import DONE, EOF, IDLE_TIMEOUT, SHUTDOWN
+from trio_sock.server.goodbye import close_gently
 from trio_sock.server.handlers import eof_reply
 from trio_sock.server.reaper import unsent_bytes
 
@@ -94,6 +96,9 @@ async def serve_plain_client(conn: socket.socket, peer: object, number: int, doo
                 tally.sent += sent
                 pending = pending[sent:] or None  # an empty view still holds the whole chunk
             if closing:
+                if reason == DONE:  # the server ends it: unread input must not reset the reply
+                    tally.alive = math.inf  # the server's time, not the client's idleness
+                    await close_gently(conn, door.context.linger)
                 return
             if not drained:
                 if busy == FAIRNESS_BATCH:

@@ -7,6 +7,7 @@ bug) goes through ``Door.left`` with its reason, as on every other path.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import trio
@@ -15,7 +16,8 @@ from trio_sock.config.addresses import TcpAddress
 from trio_sock.errors import why_broken
 from trio_sock.server.clients import DONE, IDLE_TIMEOUT, SHUTDOWN
 from trio_sock.server.connection import PlainConnection, TlsConnection
-from trio_sock.server.stream import linger, say_goodbye, start_tls
+from trio_sock.server.goodbye import close_gently
+from trio_sock.server.stream import say_goodbye, start_tls
 
 if TYPE_CHECKING:
     import socket
@@ -58,7 +60,12 @@ async def _run(
     )
     if not secure:
         await handler(plain)
-        return IDLE_TIMEOUT if tally.idle else DONE
+        if tally.idle:
+            return IDLE_TIMEOUT
+        if conn.fileno() != -1:  # unless the handler closed it itself
+            tally.alive = math.inf  # the server's time, not the client's idleness
+            await close_gently(conn, context.linger)
+        return DONE
     assert context.tls is not None
     tls, reason = await start_tls(plain, context.tls, context.config.tls_handshake_timeout)
     if tls is None:
@@ -66,7 +73,7 @@ async def _run(
     await handler(TlsConnection(tls, tally))
     if tally.idle:
         return IDLE_TIMEOUT
-    await say_goodbye(tls, linger(context.config))  # close_notify: the replies are whole
+    await say_goodbye(tls, context.linger)  # close_notify: the replies are whole
     return DONE
 
 

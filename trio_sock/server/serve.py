@@ -21,6 +21,7 @@ from trio_sock.listen.open_all import open_listeners
 from trio_sock.protocol import Increment
 from trio_sock.server.accept import accept_loop
 from trio_sock.server.clients import ClientSlots, Context
+from trio_sock.server.goodbye import linger
 from trio_sock.server.handlers import Handler, sort_handler
 from trio_sock.server.reaper import reap_idle
 from trio_sock.server.stats import Counters, ServerStats
@@ -136,6 +137,7 @@ async def serve(
             tls,
             protocol=served.protocol or Increment,
             handler=served.handler,
+            linger=linger(config),
         )
         server = Server(tuple(listener.address for listener in listeners), context)
         async with trio.open_nursery() as housekeeping:

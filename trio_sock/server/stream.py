@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -21,6 +21,7 @@ from trio_sock.errors import why_broken
 from trio_sock.protocol import ONCE_SIZE, increment
 from trio_sock.server.clients import DONE, EOF, IDLE_TIMEOUT, SHUTDOWN
 from trio_sock.server.fast import RECEIVE_SIZE
+from trio_sock.server.goodbye import LINGER_BYTES, linger
 from trio_sock.server.handlers import eof_reply
 from trio_sock.server.watched_stream import WatchedStream
 
@@ -33,11 +34,6 @@ if TYPE_CHECKING:
     from trio_sock.server.handlers import SansIOProtocol
     from trio_sock.server.stats import Tally
 
-#: In --once mode, after the reply, how long and how much of the client's
-#: remaining input to discard before closing (see ``_close_gently``): plenty
-#: for a line piped into nc, too little for a client to hold its slot.
-LINGER_TIME: Final = 2.0
-LINGER_BYTES: Final = 1024 * 1024
 
 W = TypeVar("W", bound=WatchedStream)
 
@@ -91,7 +87,7 @@ async def _serve(conn: socket.socket, door: Door, tally: Tally) -> str:
         return await _reply_once(stream, config, tally, counted=not secure)
     protocol = door.context.protocol()
     reason = await _reply_over_stream(stream, config, tally, protocol, counted=not secure)
-    if stream is not plain and reason == EOF:
+    if stream is not plain and reason in (EOF, DONE):
         await say_goodbye(stream, linger(config))
     return reason
 
@@ -160,11 +156,6 @@ async def _reply_once(
         tally.sent = 1
     await _close_gently(stream, linger(config))
     return "replied once"
-
-
-def linger(config: ServerConfig) -> float:
-    """How long to wait for a goodbye: never longer than the client may idle."""
-    return min(LINGER_TIME, config.idle_timeout)
 
 
 async def say_goodbye(stream: trio.abc.Stream, linger: float) -> None:
