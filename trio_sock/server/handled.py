@@ -62,7 +62,8 @@ async def _run(
         await handler(plain)
         if tally.idle:
             return IDLE_TIMEOUT
-        if conn.fileno() != -1:  # unless the handler closed it itself
+        # Unless the client has finished already, or the handler closed it itself.
+        if not tally.finished and conn.fileno() != -1:
             tally.alive = math.inf  # the server's time, not the client's idleness
             await close_gently(conn, context.linger)
         return DONE

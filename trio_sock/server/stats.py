@@ -56,6 +56,9 @@ class Tally:
     """While its task waits for room to send: the bytes the client had not taken yet
     when the wait began (``reaper.unsent_bytes``, -1 if unknown), so that its taking
     some is a sign of life; ``None`` while its task does not wait to send."""
+    finished: bool = False
+    """The client sent its EOF (as a ``WatchedStream`` read it): closing cannot reset
+    away a reply, as nothing more can arrive unread."""
     idle: bool = False
     """The reaper dropped it for idleness: every call on its stream fails from then on."""
 

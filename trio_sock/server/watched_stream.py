@@ -196,6 +196,8 @@ class WatchedStream(trio.abc.HalfCloseableStream):
         except OSError as exc:
             raise self._translate(exc) from exc
         self._moved(len(data), sending=False)
+        if not data:
+            self._tally.finished = True
         return data
 
     def _moved(self, size: int, *, sending: bool) -> None:
