@@ -12,6 +12,9 @@ and never makes the server buffer without end.
 
     python -m trio_sock server --handler chat:handle
     nc -U server_socket            # in two terminals: type in one, read in the other
+
+The room lives in one process: with ``--workers N``, clients of different
+workers are in different rooms.
 """
 
 from typing import Final
