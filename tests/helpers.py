@@ -27,6 +27,8 @@ from trio_sock.server.ready import ready_words
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
+    from trio_sock.server.handlers import Handler
+
 #: A client run against a live local server takes a fraction of a second; this
 #: only bounds a hang, so that a broken build fails instead of stalling the suite.
 CLIENT_TIMEOUT: Final = 20.0
@@ -421,10 +423,20 @@ def accept_failures(log: str) -> list[int]:
     ]
 
 
-async def start_in(nursery: trio.Nursery, config: ServerConfig) -> Server:
+async def start_in(
+    nursery: trio.Nursery, config: ServerConfig, handler: Handler | None = None
+) -> Server:
     """``serve`` started in ``nursery``, as the library's users start it."""
-    server: Server = await nursery.start(serve, config)
+    server: Server = await nursery.start(serve, config, handler)
     return server
+
+
+async def receive_to_eof(stream: trio.abc.ReceiveStream) -> bytes:
+    """Everything ``stream`` receives until the server's EOF (``receive_until_eof``, on Trio)."""
+    received = b""
+    while chunk := await stream.receive_some():
+        received += chunk
+    return received
 
 
 def address_of(server: Server, transport: str) -> Address:

@@ -20,8 +20,8 @@ import trio.testing
 import trustme
 
 import trio_sock
-from tests.helpers import address_of, open_stream
-from trio_sock import Connection, Server, ServerConfig, TcpAddress, serve
+from tests.helpers import address_of, open_stream, receive_to_eof, start_in
+from trio_sock import Connection, ServerConfig, TcpAddress
 from trio_sock.config.addresses import UnixAddress
 from trio_sock.server.connection import PlainConnection, TlsConnection
 from trio_sock.server.peers import PeerCredentials
@@ -31,7 +31,6 @@ from trio_sock.testing import serving
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from trio_sock.server.handlers import Handler
 
 TRANSPORTS = ["unix", "tcp"]
 #: Small socket buffers, so that a clogged pair is clogged after a few sends.
@@ -98,23 +97,11 @@ async def echo(conn: Connection) -> None:
         await conn.send_all(data)
 
 
-async def start(nursery: trio.Nursery, config: ServerConfig, handler: Handler) -> Server:
-    server: Server = await nursery.start(serve, config, handler)
-    return server
-
-
-async def receive_all(stream: trio.abc.ReceiveStream) -> bytes:
-    received = b""
-    while chunk := await stream.receive_some():
-        received += chunk
-    return received
-
-
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_an_async_handler_echoes_until_the_clients_eof(
     nursery: trio.Nursery, server_config: ServerConfig, transport: str
 ) -> None:
-    server = await start(nursery, server_config, echo)
+    server = await start_in(nursery, server_config, echo)
     async with await open_stream(address_of(server, transport)) as stream:
         for message in (b"hello", b"x" * 200_000):
             await stream.send_all(message)
@@ -136,10 +123,10 @@ async def test_a_connection_knows_its_listener_and_its_peer(
         seen.append(conn)
         await conn.send_all(b"k")
 
-    server = await start(nursery, server_config, note)
+    server = await start_in(nursery, server_config, note)
     address = address_of(server, transport)
     async with await open_stream(address) as stream:
-        assert await receive_all(stream) == b"k"
+        assert await receive_to_eof(stream) == b"k"
         [conn] = seen
         assert conn.address == address
         if transport == "unix":
@@ -159,11 +146,11 @@ async def test_a_handlers_bug_is_logged_with_its_traceback_and_the_others_go_on(
             await conn.send_all(data)
 
     caplog.set_level(logging.INFO, logger="trio_sock")
-    server = await start(nursery, server_config, buggy)
+    server = await start_in(nursery, server_config, buggy)
     address = address_of(server, "tcp")
     async with await open_stream(address) as bystander, await open_stream(address) as culprit:
         await culprit.send_all(b"!")
-        assert await receive_all(culprit) == b""
+        assert await receive_to_eof(culprit) == b""
         await bystander.send_all(b"fine")
         assert await bystander.receive_some() == b"fine"
     [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -190,7 +177,7 @@ async def test_the_client_leaving_is_an_ordinary_departure_even_through_a_nurser
             gone.set()
 
     caplog.set_level(logging.INFO, logger="trio_sock")
-    server = await start(nursery, server_config, talks_to_the_gone)
+    server = await start_in(nursery, server_config, talks_to_the_gone)
     address = address_of(server, "unix")
     assert isinstance(address, UnixAddress)
     client = socket.socket(socket.AF_UNIX)
@@ -216,9 +203,9 @@ async def test_an_idle_client_is_dropped_and_its_handler_sees_the_connection_clo
             raise
 
     config = attrs.evolve(server_config, idle_timeout=0.2)
-    server = await start(nursery, config, waits)
+    server = await start_in(nursery, config, waits)
     async with await open_stream(address_of(server, "unix")) as stream:
-        assert await receive_all(stream) == b""  # the server closed it
+        assert await receive_to_eof(stream) == b""  # the server closed it
     assert len(raised) == 1
     await trio.testing.wait_all_tasks_blocked()  # the client's task has left
     assert (server.active_clients, server.stats().dropped_idle) == (0, 1)
@@ -239,7 +226,7 @@ async def test_handlers_get_the_grace_then_are_cancelled(
 
     config = attrs.evolve(server_config, grace=0.1)
     async with trio.open_nursery() as nursery:
-        server = await start(nursery, config, never_ends)
+        server = await start_in(nursery, config, never_ends)
         async with await open_stream(address_of(server, "unix")):
             await started.wait()
             server.stop()
@@ -289,7 +276,7 @@ async def test_an_async_handler_speaks_tls_and_knows_its_peer(
         await echo(conn)
 
     config = attrs.evolve(server_config, tls_cert=str(cert), tls_key=str(key))
-    server = await start(nursery, config, note_and_echo)
+    server = await start_in(nursery, config, note_and_echo)
     address = address_of(server, "tcp")
     assert isinstance(address, TcpAddress)
     _, client_context = tls_contexts(ca)
@@ -344,6 +331,6 @@ async def test_the_peer_policy_turns_a_client_away_before_the_handler_sees_it() 
         serving(never, allow_uids=[os.getuid() + 1]) as server,
         await open_stream(server.addresses[0]) as stream,
     ):
-        assert await receive_all(stream) == b""  # closed at once
+        assert await receive_to_eof(stream) == b""  # closed at once
         await trio.testing.wait_all_tasks_blocked()
         assert (server.stats().refused, called.is_set()) == (1, False)

@@ -15,8 +15,8 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import address_of, open_stream
-from trio_sock import Server, ServerConfig, TcpAddress, UnixAddress, serve
+from tests.helpers import address_of, open_stream, receive_to_eof, start_in
+from trio_sock import ServerConfig, TcpAddress, UnixAddress, serve
 from trio_sock.protocol import Increment
 from trio_sock.server.stats import Tally
 from trio_sock.server.stream import _reply_over_stream
@@ -79,18 +79,6 @@ class Broken:
         return data
 
 
-async def start(nursery: trio.Nursery, config: ServerConfig, handler: Handler) -> Server:
-    server: Server = await nursery.start(serve, config, handler)
-    return server
-
-
-async def receive_all(stream: trio.abc.ReceiveStream) -> bytes:
-    received = b""
-    while chunk := await stream.receive_some():
-        received += chunk
-    return received
-
-
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_sans_io_class_replies_to_every_chunk_until_eof(transport: str) -> None:
     async with serving(Echo) as server, await open_stream(address_of(server, transport)) as stream:
@@ -108,35 +96,35 @@ async def test_a_sans_io_class_replies_to_every_chunk_until_eof(transport: str) 
 async def test_done_closes_the_connection_once_the_last_reply_is_sent(
     nursery: trio.Nursery, server_config: ServerConfig, transport: str
 ) -> None:
-    server = await start(nursery, server_config, UpToNewline)
+    server = await start_in(nursery, server_config, UpToNewline)
     async with await open_stream(address_of(server, transport)) as stream:
         await stream.send_all(b"first ")
         assert await stream.receive_some() == b"first "
         await stream.send_all(b"line\nand more")
-        assert await receive_all(stream) == b"line\n"  # then the server's EOF
+        assert await receive_to_eof(stream) == b"line\n"  # then the server's EOF
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_eof_received_gets_the_last_word_and_an_empty_reply_sends_nothing(
     nursery: trio.Nursery, server_config: ServerConfig, transport: str
 ) -> None:
-    server = await start(nursery, server_config, CountAtEof)
+    server = await start_in(nursery, server_config, CountAtEof)
     async with await open_stream(address_of(server, transport)) as stream:
         await stream.send_all(b"a" * 70_000)
         await stream.send_eof()
         # All of it: had an empty reply sent anything, it would come first.
-        assert await receive_all(stream) == b"70000\n"
+        assert await receive_to_eof(stream) == b"70000\n"
 
 
 async def test_a_handlers_exception_ends_its_client_only_logged_with_its_traceback(
     nursery: trio.Nursery, server_config: ServerConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="trio_sock.server")
-    server = await start(nursery, server_config, Broken)
+    server = await start_in(nursery, server_config, Broken)
     address = address_of(server, "unix")
     async with await open_stream(address) as bystander, await open_stream(address) as culprit:
         await culprit.send_all(b"!")
-        assert await receive_all(culprit) == b""  # closed, not hung
+        assert await receive_to_eof(culprit) == b""  # closed, not hung
         await bystander.send_all(b"still here")
         assert await bystander.receive_some() == b"still here"
     [record] = [r for r in caplog.records if "failed" in r.getMessage()]
@@ -170,7 +158,7 @@ async def test_the_stream_path_gives_a_protocol_its_done_and_its_eof(
         )
     await server_side.aclose()
     assert got == reason
-    assert await receive_all(client) == expected
+    assert await receive_to_eof(client) == expected
     assert tally.sent == len(expected)
 
 
@@ -233,4 +221,4 @@ async def test_closing_when_done_never_resets_away_the_last_reply(
 
         nursery.start_soon(send_more_than_is_read)
         async with stream:
-            assert await receive_all(stream) == b"line\n"
+            assert await receive_to_eof(stream) == b"line\n"

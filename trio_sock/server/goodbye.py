@@ -5,7 +5,9 @@ a reset can destroy the reply before the client reads it.  So when the server,
 not the client, ends a conversation (a protocol's ``done``, a handler that
 returns, the book's ``--once``), it sends its EOF first and discards what the
 client still sends, for a little while (``LINGER_TIME``, ``LINGER_BYTES``),
-until the client's own EOF.
+until the client's own EOF.  This is that, on the raw socket; ``--once``
+does the same over its Trio stream (``stream._close_gently``), where the
+bytes it discards are counted as the client's.
 """
 
 from __future__ import annotations
