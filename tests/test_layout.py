@@ -1,7 +1,7 @@
 """The layout's rules, checked on the source: layers import downwards, no cycles.
 
 ``trio_sock``'s packages are layers: ``config`` at the bottom, then ``listen``,
-``server``, ``workers``, and ``cli`` on top; the top-level modules
+``server``, ``workers``, ``service``, and ``cli`` on top; the top-level modules
 (``protocol``, ``errors``, ``tls``, ``client``) sit beside them.  A module may
 import its own layer and those below, never one above, and no import cycle
 exists between modules, counting imports inside functions too.
@@ -28,7 +28,8 @@ MAY_IMPORT: Final = {
     "server": {"config", "errors", "tls", "listen", "protocol"},
     "workers": {"config", "errors", "tls", "listen", "server"},
     "testing": {"config", "errors", "listen", "server"},
-    "cli": {"config", "errors", "tls", "listen", "server", "workers", "client", "protocol"},
+    "service": {"config", "errors", "tls", "listen", "server", "workers"},
+    "cli": {"config", "errors", "listen", "server", "workers", "service", "client"},
 }
 
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .server.serve import Server as Server
     from .server.serve import serve as serve
     from .server.stats import ServerStats as ServerStats
+    from .service.run import run as run
 
 # Each name is imported from its module on first use: ``python -m trio_sock``
 # can then take charge of signals before Trio is imported, and a program
@@ -68,6 +69,7 @@ _EXPORTS = {
     "Server": "server.serve",
     "serve": "server.serve",
     "ServerStats": "server.stats",
+    "run": "service.run",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -2,7 +2,7 @@
 
 from typing import NoReturn
 
-from trio_sock.cli import early_signals
+from trio_sock.service import early_signals
 
 
 def run() -> NoReturn:

@@ -1166,8 +1166,8 @@ def test_a_signal_while_starting_ends_the_server_quietly_before_it_binds(
 ) -> None:
     # What ``python -m trio_sock`` does first; run in-process so that the
     # signal surely lands while the program is starting.
-    from trio_sock.cli import early_signals as _early_signals
     from trio_sock.cli import main as cli
+    from trio_sock.service import early_signals as _early_signals
 
     package_log = logging.getLogger("trio_sock")
     saved = (package_log.handlers[:], package_log.level, package_log.propagate)

@@ -220,7 +220,7 @@ def test_a_worker_hung_up_on_its_own_stops_gracefully_and_is_replaced(
 #: lands while the program starts, before Trio watches signals.
 SIGNALLED_WHILE_STARTING: Final = """
 import os, sys
-from trio_sock.cli import early_signals
+from trio_sock.service import early_signals
 early_signals.hold()
 os.kill(os.getpid(), int(sys.argv[1]))
 from trio_sock.cli.main import main
@@ -242,5 +242,6 @@ def test_a_signal_while_starting_exits_0_quietly_without_binding(
     assert result.stdout == "", result
     assert_no_traceback(result.stderr)
     [line] = result.stderr.splitlines()  # one line, and no error
-    assert f"INFO trio_sock.cli: {signal.Signals(signum).name} while starting: not serving" in line
+    name = signal.Signals(signum).name
+    assert f"INFO trio_sock.service: {name} while starting: not serving" in line
     assert list(short_tmp.iterdir()) == []

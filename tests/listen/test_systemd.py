@@ -1043,7 +1043,7 @@ def test_a_huge_count_is_refused_before_anything_is_built_for_it(
 
 
 def test_a_notify_socket_nobody_reads_never_blocks_the_sender(short_tmp: Path) -> None:
-    from trio_sock.cli.notify import Notifier
+    from trio_sock.service.notify import Notifier
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as deaf:
         deaf.bind(str(short_tmp / "notify"))

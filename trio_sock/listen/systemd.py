@@ -2,7 +2,7 @@
 
 Plain environment variables, so no library is needed.  Outside systemd none
 is set and ``listen_fds`` finds nothing.  Readiness (sd_notify) is the command
-line's business: ``trio_sock.cli.notify``.
+line's business: ``trio_sock.service.notify``.
 """
 
 from __future__ import annotations

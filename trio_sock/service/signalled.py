@@ -1,4 +1,4 @@
-"""Run a server (or a ``--workers`` parent) until signalled: the command line's one loop.
+"""Run a server (or a ``--workers`` parent) until signalled: ``run``'s one loop.
 
 A signal receiver is opened first, so that a signal at any moment after that is
 handled here; then the server starts, its ready line is printed, and signals
@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import trio
 
-from trio_sock.cli import early_signals
 from trio_sock.server.ready import ready_line
+from trio_sock.service import early_signals
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from trio_sock.config.addresses import Address
 
-_log = logging.getLogger("trio_sock.cli")
+_log = logging.getLogger("trio_sock.service")
 
 
 class Running(Protocol):

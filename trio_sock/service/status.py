@@ -13,8 +13,8 @@ import attrs
 import trio
 
 if TYPE_CHECKING:
-    from trio_sock.cli.notify import Notifier
     from trio_sock.server.serve import Server
+    from trio_sock.service.notify import Notifier
 
 #: systemd shows the latest STATUS= line; once a second is fresh enough for
 #: ``systemctl status`` and costs nothing under load.
