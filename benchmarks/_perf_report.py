@@ -30,6 +30,8 @@ SERVERS: Final = (
     "trio_sock_base",
     "trio_sock_echo",
     "trio_sock_echo_async",
+    "trio_sock_base_echo",
+    "trio_sock_base_echo_async",
     "bare_trio_echo",
     "asyncio_echo",
     "uvloop_echo",
@@ -471,6 +473,8 @@ def render_markdown(
         " (`--handler echo_handlers:Echo`, `servers/echo_handlers.py`)",
         "trio_sock_echo_async": "trio_sock serving an echo async handler on `Connection`"
         " (`--handler echo_handlers:echo`)",
+        "trio_sock_base_echo": "the echo sans-I/O class, served from the --baseline tree",
+        "trio_sock_base_echo_async": "the echo async handler, served from the --baseline tree",
         "bare_trio_echo": "`servers/bare_trio_server.py --echo`: the same loop, echoing",
         "asyncio_echo": "`servers/asyncio_server.py --echo`: an echoing `asyncio.Protocol`",
         "uvloop_echo": "the same echoing protocol on uvloop",

@@ -168,8 +168,14 @@ HANDLERS: Final = {
     "trio_sock_echo": "echo_handlers:Echo",
     "trio_sock_echo_async": "echo_handlers:echo",
 }
+#: The same handlers, served from the ``--baseline`` tree.
+BASE_HANDLERS: Final = {
+    name.replace("trio_sock_", "trio_sock_base_"): spec for name, spec in HANDLERS.items()
+}
 #: Servers that send every byte back unchanged: the load generator checks for that.
-ECHO_SERVERS: Final = frozenset({*HANDLERS, "bare_trio_echo", "asyncio_echo", "uvloop_echo"})
+ECHO_SERVERS: Final = frozenset(
+    {*HANDLERS, *BASE_HANDLERS, "bare_trio_echo", "asyncio_echo", "uvloop_echo"}
+)
 READY: Final = re.compile(r"waiting on unix:(?P<unix>\S+) tcp:(?P<host>[^\s:]+):(?P<port>\d+)")
 
 
@@ -183,25 +189,22 @@ def server_command(name: str, unix_path: str, settings: Settings) -> list[str]:
         base = [sys.executable, "-m", "trio_sock", "server", "--unix", unix_path, "--tcp", tcp]
         workers = ["--workers", "2", "--reuse-port"] if name == "trio_sock_2w" else []
         return base + list(settings.trio_sock_args) + workers
-    if name == "trio_sock_base":
+    trees = []
+    if name.startswith("trio_sock_base"):
         if settings.baseline is None:
-            raise BenchmarkError("trio_sock_base needs --baseline DIR")
+            raise BenchmarkError(f"{name} needs --baseline DIR")
+        trees.append(settings.baseline)
+    if name == "trio_sock_base":
         # That tree's package first on the path, run as ``python -m trio_sock``.
-        run = (
-            f"import runpy, sys; sys.path.insert(0, {settings.baseline!r});"
-            " runpy.run_module('trio_sock', run_name='__main__', alter_sys=True)"
-        )
-        base = [sys.executable, "-c", run, "server", "--unix", unix_path, "--tcp", tcp]
+        base = [*_trio_sock_from(*trees), "server", "--unix", unix_path, "--tcp", tcp]
         return base + list(settings.trio_sock_args)
-    if name in HANDLERS:
-        # The handler's module lives in servers/: put it first on the path, as the
-        # current directory would be, and run python -m trio_sock with --handler.
-        run = (
-            f"import runpy, sys; sys.path.insert(0, {str(HERE / 'servers')!r});"
-            " runpy.run_module('trio_sock', run_name='__main__', alter_sys=True)"
-        )
-        base = [sys.executable, "-c", run, "server", "--unix", unix_path, "--tcp", tcp]
-        return base + list(settings.trio_sock_args) + ["--handler", HANDLERS[name]]
+    if name in HANDLERS or name in BASE_HANDLERS:
+        # The handler's module lives in servers/: on the path, as the current
+        # directory would be, after the baseline tree if the server is from it.
+        handler = HANDLERS.get(name) or BASE_HANDLERS[name]
+        run = _trio_sock_from(*trees, str(HERE / "servers"))
+        base = [*run, "server", "--unix", unix_path, "--tcp", tcp]
+        return base + list(settings.trio_sock_args) + ["--handler", handler]
     echo = ["--echo"] if name in ECHO_SERVERS else []
     if name.startswith("bare_trio"):
         script = HERE / "servers" / "bare_trio_server.py"
@@ -209,6 +212,15 @@ def server_command(name: str, unix_path: str, settings: Settings) -> list[str]:
     script = HERE / "servers" / "asyncio_server.py"
     loop = name.removesuffix("_echo")
     return [sys.executable, str(script), "--unix", unix_path, "--tcp", tcp, "--loop", loop, *echo]
+
+
+def _trio_sock_from(*paths: str) -> list[str]:
+    """``python -m trio_sock`` with ``paths`` first on the import path."""
+    run = (
+        f"import runpy, sys; sys.path[:0] = {list(paths)!r};"
+        " runpy.run_module('trio_sock', run_name='__main__', alter_sys=True)"
+    )
+    return [sys.executable, "-c", run]
 
 
 def _process_tree(root: int) -> list[int]:
@@ -905,7 +917,7 @@ def measure(args: argparse.Namespace, argv: Sequence[str]) -> Run | None:
         server_commands={
             n: _shown(server_command(n, "PATH", settings))
             for n in SERVERS
-            if n != "trio_sock_base" or settings.baseline is not None
+            if not n.startswith("trio_sock_base") or settings.baseline is not None
         },
         samples=samples,
         client=client,
