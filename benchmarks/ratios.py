@@ -19,6 +19,15 @@ from pathlib import Path
 
 def ratios(results: dict[str, object], server: str, baseline: str) -> dict[tuple[str, ...], float]:
     """``(workload, case, transport)`` to the median same-repeat ratio."""
+    return {
+        key: statistics.median(each) for key, each in per_repeat(results, server, baseline).items()
+    }
+
+
+def per_repeat(
+    results: dict[str, object], server: str, baseline: str
+) -> dict[tuple[str, ...], list[float]]:
+    """``(workload, case, transport)`` to the ratio in each repeat that measured both."""
     by_key: dict[tuple[str, ...], dict[int, dict[str, float]]] = defaultdict(dict)
     samples = results["samples"]
     assert isinstance(samples, list)
@@ -26,11 +35,11 @@ def ratios(results: dict[str, object], server: str, baseline: str) -> dict[tuple
         if sample["error"] is None and sample["value"]:
             key: tuple[str, ...] = (sample["workload"], sample["case"], sample["transport"])
             by_key[key].setdefault(sample["repeat"], {})[sample["server"]] = sample["value"]
-    found: dict[tuple[str, ...], float] = {}
+    found: dict[tuple[str, ...], list[float]] = {}
     for key, repeats in by_key.items():
         each = [r[server] / r[baseline] for r in repeats.values() if server in r and baseline in r]
         if each:
-            found[key] = statistics.median(each)
+            found[key] = each
     return found
 
 

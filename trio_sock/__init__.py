@@ -6,6 +6,8 @@ Serve under your own nursery::
     print(server.addresses)
 
 and ask it with ``await trio_sock.send_char(trio_sock.ClientConfig(char="A"))``.
+Serve your own protocol with ``serve(config, handler)``, or run a whole server
+process, signals and workers included, with ``trio_sock.run(config, handler)``.
 """
 
 from __future__ import annotations
