@@ -74,21 +74,25 @@ class PlainConnection(WatchedStream, Connection):
     ) -> None:
         """``peer`` is what ``accept`` gave (or the Unix peer's credentials, if the
         peer policy asked for them); ``Connection.peer`` is made of it on first use,
-        which most handlers never make."""
+        which most handlers never make: a ``TcpAddress`` is validated, and a Unix
+        peer's credentials cost a system call."""
         super().__init__(sock, tally, clock, count=count)
         self.address = address
-        self._peer: object
-        if isinstance(peer, tuple):  # TCP: a TcpAddress (validated: microseconds) on first use
-            self._peer, self._peer_known = peer, False
-        else:  # Unix: the kernel is asked now, while the socket is open
-            self._peer = peer if isinstance(peer, PeerCredentials) else _peer_of(sock, peer)
-            self._peer_known = True
+        self._peer = peer
+        self._peer_known = isinstance(peer, PeerCredentials)
 
     @property
     def peer(self) -> TcpAddress | PeerCredentials | None:
         if not self._peer_known:
             self._peer, self._peer_known = _peer_of(self.socket, self._peer), True
         return self._peer  # type: ignore[return-value]
+
+    async def aclose(self) -> None:
+        # The kernel tells a Unix peer's credentials only while the socket is open,
+        # and a handler may still ask for them after closing it.
+        if not self._peer_known and self.socket.fileno() != -1:
+            self._peer, self._peer_known = _peer_of(self.socket, self._peer), True
+        await super().aclose()
 
 
 def _peer_of(sock: socket.socket, peer: object) -> TcpAddress | PeerCredentials | None:
