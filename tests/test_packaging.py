@@ -249,3 +249,10 @@ def test_the_public_names_for_type_checkers_are_the_ones_imported_on_first_use()
     for name in trio_sock._EXPORTS:
         assert getattr(trio_sock, name) is not None
     assert sorted(trio_sock.__all__) == sorted(["__version__", *trio_sock._EXPORTS])
+
+
+def test_the_changelog_has_a_section_for_this_version_under_unreleased() -> None:
+    text = (ROOT / "CHANGELOG.md").read_text()
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## [Unreleased]"
+    assert headings[1].startswith(f"## [{trio_sock.__version__}] - ")
