@@ -6,6 +6,7 @@ import ctypes
 import os
 import re
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -450,3 +451,16 @@ async def open_stream(address: Address) -> trio.SocketStream:
     if isinstance(address, UnixAddress):
         return await trio.open_unix_socket(address.sockaddr)
     return await trio.open_tcp_stream(address.host, address.port)
+
+
+def strace_missing() -> str | None:
+    """Why strace cannot trace a process here (to skip with), or None if it can."""
+    strace = shutil.which("strace")
+    if strace is None:
+        return "needs strace (CI installs it)"
+    done = subprocess.run(
+        [strace, "-q", "-o", "/dev/null", "true"], capture_output=True, timeout=30, check=False
+    )
+    if done.returncode != 0:
+        return f"strace cannot trace here: {done.stderr.decode(errors='replace').strip()}"
+    return None

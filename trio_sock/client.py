@@ -12,7 +12,7 @@ import os
 import socket
 import ssl
 import stat
-from typing import TYPE_CHECKING, Final, Literal, overload
+from typing import TYPE_CHECKING, Final, Literal, TypeVar, overload
 
 import trio
 
@@ -20,6 +20,7 @@ from trio_sock.config.addresses import Address, TcpAddress, UnixAddress
 from trio_sock.config.defaults import DEFAULT_TCP_HOST, DEFAULT_TCP_PORT, DEFAULT_UNIX_PATH
 from trio_sock.errors import ClientTimeoutError, ConnectError, ProtocolError, why_broken
 from trio_sock.tls import client_context
+from trio_sock.trace import TracedStream, Tracer, address_text
 
 if TYPE_CHECKING:
     from trio_sock.config.client import ClientConfig
@@ -34,6 +35,9 @@ MAX_RETRY_PAUSE: Final = 0.5
 #: A Unix server whose listen queue is full answers EAGAIN instead of queueing
 #: us: it is busy, not gone.  Knock again this soon, within the timeout.
 QUEUE_FULL_PAUSE: Final = 0.01
+
+#: What TLS runs over: a plain stream, or under --trace one whose calls are traced.
+PlainStream = TypeVar("PlainStream", trio.SocketStream, TracedStream)
 
 # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH:
 # a trusted certificate for another name, which no --tls-ca can fix.
@@ -94,27 +98,56 @@ def _not_a_socket(address: UnixAddress) -> bool:
         return False
 
 
-async def _connect(family: int, sockaddr: str | tuple[object, ...]) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
+async def _connect(
+    family: int, sockaddr: str | tuple[object, ...], trace: Tracer | None = None
+) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM) if trace is None else trace.open_socket(family)
     sock.setblocking(False)
     try:
         while True:
             try:
                 sock.connect(sockaddr)
-                return sock
             except BlockingIOError as exc:
+                _traced(trace, sock, family, sockaddr, exc)
                 if exc.errno != errno.EINPROGRESS:
                     await trio.sleep(QUEUE_FULL_PAUSE)
                     continue
+            except OSError as exc:
+                _traced(trace, sock, family, sockaddr, exc)
+                raise
+            else:
+                _traced(trace, sock, family, sockaddr, None)
+                return sock
             # TCP: the handshake is under way; writable means it is decided.
             await trio.lowlevel.wait_writable(sock)
             failure = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if trace is not None:
+                outcome = failure and f"{errno.errorcode.get(failure)} ({os.strerror(failure)})"
+                trace(f"getsockopt(fd {sock.fileno()}, SO_ERROR)", outcome)
             if failure:
                 raise OSError(failure, os.strerror(failure))
             return sock
     except BaseException:
-        sock.close()
+        if trace is None:
+            sock.close()
+        else:
+            trace.close(sock)
         raise
+
+
+def _traced(
+    trace: Tracer | None,
+    sock: socket.socket,
+    family: int,
+    sockaddr: object,
+    exc: OSError | None,
+) -> None:
+    if trace is not None:
+        call = f"connect(fd {sock.fileno()}, {address_text(family, sockaddr)})"
+        if exc is None:
+            trace(call, 0)
+        else:
+            trace.failed(call, exc)
 
 
 @overload
@@ -151,9 +184,19 @@ async def open_stream(
 
 
 async def _open_plain(address: Address) -> trio.SocketStream:
+    sock = await _connect_to(address)
+    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+
+
+async def _connect_to(address: Address, trace: Tracer | None = None) -> socket.socket:
+    """A socket connected to ``address``, trying each of a host name's addresses.
+
+    Raises:
+        ConnectError: nothing accepts there; the message says what to do.
+    """
     try:
         if isinstance(address, UnixAddress):
-            sock = await _connect(socket.AF_UNIX, address.sockaddr)
+            return await _connect(socket.AF_UNIX, address.sockaddr, trace)
         else:
             targets = await trio.socket.getaddrinfo(
                 address.host, address.port, type=socket.SOCK_STREAM
@@ -161,15 +204,12 @@ async def _open_plain(address: Address) -> trio.SocketStream:
             failure: OSError = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
             for family, _, _, _, sockaddr in targets:
                 try:
-                    sock = await _connect(family, sockaddr)
-                    break
+                    return await _connect(family, sockaddr, trace)
                 except OSError as exc:
                     failure = exc
-            else:
-                raise failure
+            raise failure
     except OSError as exc:
         raise _connect_error(address, exc) from exc
-    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
 
 
 def _closed_early(address: Address, got: int, wanted: int, reason: str) -> str:
@@ -178,8 +218,8 @@ def _closed_early(address: Address, got: int, wanted: int, reason: str) -> str:
 
 
 async def start_tls(
-    plain: trio.SocketStream, address: TcpAddress, tls: ssl.SSLContext
-) -> trio.SSLStream[trio.SocketStream]:
+    plain: PlainStream, address: TcpAddress, tls: ssl.SSLContext
+) -> trio.SSLStream[PlainStream]:
     """Do the TLS handshake over ``plain``, checking the certificate against ``address.host``.
 
     Raises:
@@ -211,22 +251,38 @@ async def start_tls(
     return stream
 
 
-async def exchange(address: Address, data: bytes, *, tls: ssl.SSLContext | None = None) -> bytes:
+async def _over_tls(
+    plain: PlainStream, address: Address, tls: ssl.SSLContext | None
+) -> trio.abc.Stream:
+    if tls is not None and isinstance(address, TcpAddress):
+        return await start_tls(plain, address, tls)
+    return plain
+
+
+async def exchange(
+    address: Address,
+    data: bytes,
+    *,
+    tls: ssl.SSLContext | None = None,
+    trace: Tracer | None = None,
+) -> bytes:
     """Send ``data`` and return the server's reply, which has the same length.
 
     Args:
         address: The server.
         data: What to send.
         tls: Speak TLS (to a TCP server) with this context; see ``tls.client_context``.
+        trace: Trace every socket call (``--trace``); see ``trio_sock.trace``.
 
     Raises:
         ConnectError: the server is not there, or TLS failed.
         ProtocolError: it closed the connection before replying in full.
     """
-    plain = await _open_plain(address)
-    stream: trio.abc.Stream = plain
-    if tls is not None and isinstance(address, TcpAddress):
-        stream = await start_tls(plain, address, tls)
+    if trace is None:
+        stream = await _over_tls(await _open_plain(address), address, tls)
+    else:
+        traced = TracedStream(await _connect_to(address, trace), trace)
+        stream = await _over_tls(traced, address, tls)
     reply = bytearray()
     try:
         await stream.send_all(data)
@@ -274,8 +330,9 @@ async def send_char(config: ClientConfig) -> str:
 
 
 async def _exchange_within(config: ClientConfig, data: bytes, tls: ssl.SSLContext | None) -> bytes:
+    trace = Tracer() if config.trace else None
     with trio.move_on_after(config.timeout):
-        return await exchange(config.address, data, tls=tls)
+        return await exchange(config.address, data, tls=tls, trace=trace)
     speaks_tcp = isinstance(config.address, TcpAddress)
     tls_hint = "; if it speaks TLS, add --tls" if speaks_tcp and not config.tls else ""
     raise ClientTimeoutError(

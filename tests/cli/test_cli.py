@@ -1031,6 +1031,7 @@ def help_entries(text: str) -> dict[str, str]:
                 "--wait": "(default: 0",
                 "--tls": "(default: plain)",
                 "--tls-ca": "(default: the system's)",
+                "--trace": "(default: off)",
             },
             id="client",
         ),

@@ -38,6 +38,7 @@ from tests.helpers import (
     lock_of,
     read_line,
     run_cli,
+    strace_missing,
 )
 from trio_sock.config.addresses import UnixAddress
 
@@ -57,15 +58,7 @@ def strace_works() -> str | None:
     """Why the race test cannot run here, or None if it can."""
     if os.geteuid() != 0:
         return "needs root: the attack is on a root server's chmod and chown"
-    strace = shutil.which("strace")
-    if strace is None:
-        return "needs strace (CI installs it) to widen the race window"
-    done = subprocess.run(
-        [strace, "-q", "-o", "/dev/null", "true"], capture_output=True, timeout=30, check=False
-    )
-    if done.returncode != 0:
-        return f"strace cannot trace here: {done.stderr.decode(errors='replace').strip()}"
-    return None
+    return strace_missing()
 
 
 def children_of(pid: int) -> list[int]:

@@ -65,6 +65,12 @@ def add_client_options(client: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="PEM file of the CAs to trust; implies --tls (default: the system's)",
     )
+    client.add_argument(
+        "--trace",
+        action="store_true",
+        help="show each socket call on stderr as it is made: socket, connect, write, read,"
+        " close, with their descriptors and results (default: off)",
+    )
 
 
 def client_config(args: argparse.Namespace) -> ClientConfig:
@@ -75,4 +81,5 @@ def client_config(args: argparse.Namespace) -> ClientConfig:
         wait=args.wait,
         tls=args.tls or args.tls_ca is not None,  # a CA to trust only makes sense with TLS
         tls_ca=args.tls_ca,
+        trace=args.trace,
     )

@@ -32,6 +32,8 @@ class ClientConfig:
         default=None, validator=field_rule(rules.optional(rules.file_path))
     )
     """PEM file of the CAs to trust; ``None`` trusts the system's."""
+    trace: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    """Write each socket call on stderr as it is made (``--trace``), strace-like."""
 
     def __attrs_post_init__(self) -> None:
         if self.tls and not isinstance(self.address, TcpAddress):

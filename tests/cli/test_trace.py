@@ -1,0 +1,119 @@
+"""``--trace``: the socket calls the chapter names, one line each on stderr, as made.
+
+Real ``python -m trio_sock`` processes.  Where strace can run, the descriptor
+numbers the trace shows are checked against the system calls strace saw.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from typing import TYPE_CHECKING, Final
+
+import pytest
+
+from tests.helpers import cli, run_cli, strace_missing
+from trio_sock.trace import address_text, quoted
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.helpers import Processes
+
+LINE: Final = re.compile(r"^(?P<call>\w+)\((?P<args>.*)\) = (?P<result>.*)$")
+
+
+def calls(stderr: str) -> list[tuple[str, str, str]]:
+    """The traced calls in ``stderr``: (name, arguments, result), in order."""
+    found = []
+    for line in stderr.splitlines():
+        if match := LINE.match(line):
+            found.append((match["call"], match["args"], match["result"]))
+    return found
+
+
+def test_quoted_shows_bytes_as_strace_does() -> None:
+    assert quoted(b"A") == '"A"'
+    assert quoted(b'say "hi"\n') == '"say \\"hi\\"\\n"'
+    assert quoted(b"\x00\x7f\xff\\") == '"\\0\\177\\377\\\\"'
+
+
+def test_address_text_names_paths_and_ports() -> None:
+    import socket
+
+    assert address_text(socket.AF_UNIX, "server_socket") == '"server_socket"'
+    assert address_text(socket.AF_UNIX, "\0hidden") == '@"hidden"'
+    assert address_text(socket.AF_INET, ("127.0.0.1", 9734)) == '{AF_INET, "127.0.0.1", port 9734}'
+
+
+def test_a_client_with_no_server_shows_connect_failing_with_enoent(short_tmp: Path) -> None:
+    result = run_cli("client", "--trace", "--unix", "server_socket", cwd=short_tmp)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    traced = calls(result.stderr)
+    assert [name for name, _, _ in traced] == ["socket", "connect", "close"]
+    (_, args, result_fd), (_, connect_args, outcome), (_, close_args, closed) = traced
+    assert args == "AF_UNIX, SOCK_STREAM"
+    fd = result_fd.removeprefix("fd ")
+    assert fd.isdigit()
+    assert connect_args == f'fd {fd}, "server_socket"'
+    assert outcome == "-1 ENOENT (No such file or directory)"
+    assert (close_args, closed) == (f"fd {fd}", "0")
+    # The chapter's failure, then the usual one-line error, last.
+    assert result.stderr.splitlines()[-1].startswith("oops: client: unix:server_socket: ")
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_a_client_shows_socket_connect_write_read_close_and_the_same_answer(
+    procs: Processes, transport: str
+) -> None:
+    server = procs.server("--unix", "sock", "--tcp", "0")
+    where = (
+        ["--unix", str(server.unix().path)]
+        if transport == "unix"
+        else ["--tcp", f"{server.tcp().host}:{server.tcp().port}"]
+    )
+    result = run_cli("client", "--trace", "--char", '"', *where, cwd=procs.cwd)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "char from server = #\n"  # stdout is unchanged by --trace
+    traced = calls(result.stderr)
+    fd = traced[0][2].removeprefix("fd ")
+    # A would-block (EAGAIN, EINPROGRESS) may come before the call that succeeds; the
+    # rest is the chapter's sequence, every call on the same descriptor.
+    done = [(name, args, res) for name, args, res in traced if not res.startswith("-1 E")]
+    # A TCP connect in progress is decided by getsockopt(SO_ERROR): its outcome.
+    names = [name.replace("getsockopt", "connect") for name, _, _ in done]
+    assert names == ["socket", "connect", "write", "read", "close"]
+    assert traced[0][1] == ("AF_UNIX" if transport == "unix" else "AF_INET") + ", SOCK_STREAM"
+    assert all(args.startswith(f"fd {fd}") for _, args, _ in done[1:])
+    assert (done[-3][1], done[-3][2]) == (f'fd {fd}, "\\""', "1")  # write(fd, "\"") = 1
+    assert (done[-2][1], done[-2][2]) == (f"fd {fd}, 1", '"#"')  # read(fd, 1) = "#"
+    for name, _, res in traced:
+        if res.startswith("-1 "):
+            assert (name, res.split()[1]) in {("read", "EAGAIN"), ("connect", "EINPROGRESS")}
+
+
+@pytest.mark.skipif(strace_missing() is not None, reason=strace_missing() or "")
+def test_the_descriptors_shown_are_the_ones_the_kernel_gave(short_tmp: Path) -> None:
+    log = short_tmp / "strace.log"
+    strace = shutil.which("strace")
+    assert strace is not None
+    done = subprocess.run(
+        [
+            *(strace, "-f", "-q", "-o", str(log), "-e", "trace=socket,connect,close"),
+            *cli("client", "--trace", "--unix", "server_socket"),
+        ],
+        cwd=short_tmp,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    [(_, _, fd_text)] = [c for c in calls(done.stderr) if c[0] == "socket"]
+    fd = int(fd_text.removeprefix("fd "))
+    seen = log.read_text()
+    assert re.search(rf"socket\(AF_UNIX, SOCK_STREAM\|SOCK_CLOEXEC, 0\) = {fd}\b", seen), seen
+    assert re.search(rf'connect\({fd}, \{{sa_family=AF_UNIX, sun_path="server_socket"\}}', seen)
+    assert re.search(rf"close\({fd}\) += 0", seen)

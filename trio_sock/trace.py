@@ -1,0 +1,184 @@
+"""``--trace``: the chapter's socket calls, one line each on stderr, as they are made.
+
+Trio hides the calls the chapter teaches (``socket``, ``bind``, ``listen``,
+``accept``, ``connect``, ``read``, ``write``, ``close``).  Under ``--trace`` the
+code that makes them says so, in strace's shape and the chapter's words::
+
+    socket(AF_UNIX, SOCK_STREAM) = fd 3
+    connect(fd 3, "server_socket") = -1 ENOENT (No such file or directory)
+
+Each line is written after the call returns, with the descriptor numbers the
+kernel gave: nothing is printed that was not done.  Without ``--trace`` no
+``Tracer`` exists, and the code that would use one takes its usual path.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+from typing import Final, TextIO
+
+import trio
+
+#: How strace writes the bytes it cannot show as themselves.
+_ESCAPES: Final = {
+    ord("\t"): "\\t",
+    ord("\n"): "\\n",
+    ord("\v"): "\\v",
+    ord("\f"): "\\f",
+    ord("\r"): "\\r",
+    ord('"'): '\\"',
+    ord("\\"): "\\\\",
+}
+#: Trio's own ``receive_some`` default.
+RECEIVE_SIZE: Final = 65536
+
+
+def quoted(data: bytes | bytearray | memoryview) -> str:
+    """``data`` as strace shows it: in double quotes, escapes for what is not printable."""
+    return '"' + "".join(_quoted_byte(b) for b in bytes(data)) + '"'
+
+
+def _quoted_byte(b: int) -> str:
+    if b in _ESCAPES:
+        return _ESCAPES[b]
+    return chr(b) if 0x20 <= b < 0x7F else f"\\{b:o}"
+
+
+def address_text(family: int, sockaddr: object) -> str:
+    """A socket address as a call's argument: a quoted path (``@"name"`` if abstract),
+    or ``{AF_INET, "HOST", port N}``."""
+    if family == socket.AF_UNIX:
+        path = sockaddr if isinstance(sockaddr, bytes) else os.fsencode(str(sockaddr))
+        return "@" + quoted(path[1:]) if path.startswith(b"\0") else quoted(path)
+    assert isinstance(sockaddr, tuple)
+    return f'{{{family_name(family)}, "{sockaddr[0]}", port {sockaddr[1]}}}'
+
+
+def family_name(family: int) -> str:
+    try:
+        return socket.AddressFamily(family).name
+    except ValueError:
+        return str(family)
+
+
+def failure(exc: OSError) -> str:
+    """A failed call's result, as strace shows it: ``-1 ENOENT (No such file or directory)``."""
+    number = exc.errno or 0
+    name = errno.errorcode.get(number, str(number))
+    return f"-1 {name} ({exc.strerror or os.strerror(number)})"
+
+
+class Tracer:
+    """Writes one line per socket call: ``CALL = RESULT``.
+
+    Args:
+        out: Where the lines go; standard error unless told.
+    """
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out
+
+    def __call__(self, call: str, result: object) -> None:
+        out = self._out or sys.stderr
+        print(f"{call} = {result}", file=out, flush=True)
+
+    def failed(self, call: str, exc: OSError) -> None:
+        self(call, failure(exc))
+
+    def open_socket(self, family: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
+        """``socket(family, kind)``, made and traced."""
+        sock = socket.socket(family, kind)
+        self(
+            f"socket({family_name(family)}, {socket.SocketKind(kind).name})", f"fd {sock.fileno()}"
+        )
+        return sock
+
+    def close(self, sock: socket.socket) -> None:
+        """``close(fd N)``, made and traced; a socket already closed is left alone."""
+        fd = sock.fileno()
+        if fd != -1:
+            sock.close()
+            self(f"close(fd {fd})", 0)
+
+
+class TracedStream(trio.abc.HalfCloseableStream):
+    """A connected socket as a Trio stream whose every system call is traced.
+
+    Each call is tried first, as the server's own streams do, so a call that
+    would block shows as ``-1 EAGAIN`` before the wait and the call that then
+    succeeds.  Speed is not its point; the calls are.
+
+    Error handling:
+        An OS error (a reset, a broken pipe) is traced, then raised as
+        ``trio.BrokenResourceError``; a closed stream raises
+        ``trio.ClosedResourceError``.
+    """
+
+    def __init__(self, sock: socket.socket, tracer: Tracer) -> None:
+        sock.setblocking(False)
+        self.socket = sock
+        self._trace = tracer
+
+    @property
+    def _fd(self) -> int:
+        fd = self.socket.fileno()
+        if fd == -1:
+            raise trio.ClosedResourceError("this stream was closed")
+        return fd
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        with memoryview(data) as view:
+            while view:
+                text = f"write(fd {self._fd}, {quoted(view)})"
+                try:
+                    sent = self.socket.send(view)
+                except OSError as exc:
+                    self._failed(text, exc)
+                    await trio.lowlevel.wait_writable(self.socket)
+                    continue
+                self._trace(text, sent)
+                view = view[sent:]
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        size = RECEIVE_SIZE if max_bytes is None else max_bytes
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            text = f"read(fd {self._fd}, {size})"
+            try:
+                data = self.socket.recv(size)
+            except OSError as exc:
+                self._failed(text, exc)
+                await trio.lowlevel.wait_readable(self.socket)
+                continue
+            self._trace(text, quoted(data))
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+
+    def _failed(self, text: str, exc: OSError) -> None:
+        """Trace a failed call; raise unless it only would have blocked (then wait)."""
+        self._trace.failed(text, exc)
+        if not isinstance(exc, BlockingIOError):
+            raise trio.BrokenResourceError(exc.strerror or str(exc)) from exc
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.wait_writable(self.socket)
+
+    async def send_eof(self) -> None:
+        await trio.lowlevel.checkpoint()
+        text = f"shutdown(fd {self._fd}, SHUT_WR)"
+        try:
+            self.socket.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._failed(text, exc)
+        self._trace(text, 0)
+
+    async def aclose(self) -> None:
+        if self.socket.fileno() != -1:
+            trio.lowlevel.notify_closing(self.socket)
+            self._trace.close(self.socket)
+        await trio.lowlevel.checkpoint()
