@@ -32,6 +32,11 @@ _ESCAPES: Final = {
     ord('"'): '\\"',
     ord("\\"): "\\\\",
 }
+_SHUT_NAMES: Final = {
+    socket.SHUT_RD: "SHUT_RD",
+    socket.SHUT_WR: "SHUT_WR",
+    socket.SHUT_RDWR: "SHUT_RDWR",
+}
 #: Trio's own ``receive_some`` default.
 RECEIVE_SIZE: Final = 65536
 
@@ -104,81 +109,122 @@ class Tracer:
             self(f"close(fd {fd})", 0)
 
 
+class TracedSocket(socket.socket):
+    """A connected socket whose reads, writes, shutdown and close are traced.
+
+    The server's own code runs unchanged on it (``WatchedStream``, the
+    departure's close): each call goes to the kernel as usual, then its line is
+    written.  Made only under ``--trace``, from an accepted or connected socket.
+    """
+
+    __slots__ = ("_trace",)
+    _trace: Tracer
+
+    @classmethod
+    def adopt(cls, sock: socket.socket, tracer: Tracer) -> TracedSocket:
+        """The same descriptor (and blocking mode) as ``sock``, which is detached."""
+        timeout = sock.gettimeout()
+        traced = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        traced.settimeout(timeout)
+        traced._trace = tracer
+        return traced
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        call = f"read(fd {self.fileno()}, {size})"
+        try:
+            data = super().recv(size, flags)
+        except OSError as exc:
+            self._trace.failed(call, exc)
+            raise
+        self._trace(call, quoted(data))
+        return data
+
+    def send(self, data: bytes | bytearray | memoryview, flags: int = 0) -> int:  # type: ignore[override]
+        call = f"write(fd {self.fileno()}, {quoted(data)})"
+        try:
+            sent = super().send(data, flags)
+        except OSError as exc:
+            self._trace.failed(call, exc)
+            raise
+        self._trace(call, sent)
+        return sent
+
+    def shutdown(self, how: int) -> None:
+        call = f"shutdown(fd {self.fileno()}, {_SHUT_NAMES.get(how, how)})"
+        try:
+            super().shutdown(how)
+        except OSError as exc:
+            self._trace.failed(call, exc)
+            raise
+        self._trace(call, 0)
+
+    def close(self) -> None:
+        fd = self.fileno()
+        super().close()
+        if fd != -1:
+            self._trace(f"close(fd {fd})", 0)
+
+
 class TracedStream(trio.abc.HalfCloseableStream):
-    """A connected socket as a Trio stream whose every system call is traced.
+    """A connected socket as a Trio stream whose every system call is traced (the client's).
 
     Each call is tried first, as the server's own streams do, so a call that
     would block shows as ``-1 EAGAIN`` before the wait and the call that then
     succeeds.  Speed is not its point; the calls are.
 
     Error handling:
-        An OS error (a reset, a broken pipe) is traced, then raised as
-        ``trio.BrokenResourceError``; a closed stream raises
-        ``trio.ClosedResourceError``.
+        An OS error (a reset, a broken pipe) raises ``trio.BrokenResourceError``;
+        a closed stream raises ``trio.ClosedResourceError``.
     """
 
     def __init__(self, sock: socket.socket, tracer: Tracer) -> None:
         sock.setblocking(False)
-        self.socket = sock
-        self._trace = tracer
+        self.socket = TracedSocket.adopt(sock, tracer)
 
-    @property
-    def _fd(self) -> int:
-        fd = self.socket.fileno()
-        if fd == -1:
+    def _check_open(self) -> None:
+        if self.socket.fileno() == -1:
             raise trio.ClosedResourceError("this stream was closed")
-        return fd
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         with memoryview(data) as view:
             while view:
-                text = f"write(fd {self._fd}, {quoted(view)})"
+                self._check_open()
                 try:
-                    sent = self.socket.send(view)
-                except OSError as exc:
-                    self._failed(text, exc)
+                    view = view[self.socket.send(view) :]
+                except BlockingIOError:
                     await trio.lowlevel.wait_writable(self.socket)
-                    continue
-                self._trace(text, sent)
-                view = view[sent:]
+                except OSError as exc:
+                    raise trio.BrokenResourceError(exc.strerror or str(exc)) from exc
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        size = RECEIVE_SIZE if max_bytes is None else max_bytes
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
-            text = f"read(fd {self._fd}, {size})"
+            self._check_open()
             try:
-                data = self.socket.recv(size)
-            except OSError as exc:
-                self._failed(text, exc)
+                data = self.socket.recv(RECEIVE_SIZE if max_bytes is None else max_bytes)
+            except BlockingIOError:
                 await trio.lowlevel.wait_readable(self.socket)
                 continue
-            self._trace(text, quoted(data))
+            except OSError as exc:
+                raise trio.BrokenResourceError(exc.strerror or str(exc)) from exc
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data
-
-    def _failed(self, text: str, exc: OSError) -> None:
-        """Trace a failed call; raise unless it only would have blocked (then wait)."""
-        self._trace.failed(text, exc)
-        if not isinstance(exc, BlockingIOError):
-            raise trio.BrokenResourceError(exc.strerror or str(exc)) from exc
 
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.wait_writable(self.socket)
 
     async def send_eof(self) -> None:
         await trio.lowlevel.checkpoint()
-        text = f"shutdown(fd {self._fd}, SHUT_WR)"
+        self._check_open()
         try:
             self.socket.shutdown(socket.SHUT_WR)
         except OSError as exc:
-            self._failed(text, exc)
-        self._trace(text, 0)
+            raise trio.BrokenResourceError(exc.strerror or str(exc)) from exc
 
     async def aclose(self) -> None:
         if self.socket.fileno() != -1:
             trio.lowlevel.notify_closing(self.socket)
-            self._trace.close(self.socket)
+            self.socket.close()
         await trio.lowlevel.checkpoint()
