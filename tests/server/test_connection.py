@@ -118,16 +118,19 @@ async def test_a_connection_knows_its_listener_and_its_peer(
     nursery: trio.Nursery, server_config: ServerConfig, transport: str
 ) -> None:
     seen: list[tuple[object, object]] = []
+    noted = trio.Event()
 
     async def note(conn: Connection) -> None:
         await conn.send_all(b"k")
         await conn.aclose()  # the peer is asked for lazily: it is still known after this
         seen.append((conn.address, conn.peer))
+        noted.set()
 
     server = await start_in(nursery, server_config, note)
     address = address_of(server, transport)
     async with await open_stream(address) as stream:
         assert await receive_to_eof(stream) == b"k"
+        await noted.wait()
         [(listener, peer)] = seen
         assert listener == address
         if transport == "unix":
