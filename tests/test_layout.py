@@ -26,7 +26,7 @@ MAY_IMPORT: Final = {
     "trace": set(),
     "listen": {"config", "errors"},
     "client": {"config", "errors", "tls", "trace", "listen"},
-    "server": {"config", "errors", "tls", "listen", "protocol"},
+    "server": {"config", "errors", "tls", "trace", "listen", "protocol"},
     "workers": {"config", "errors", "tls", "listen", "server"},
     "testing": {"config", "errors", "listen", "server"},
     "service": {"config", "errors", "tls", "listen", "server", "workers"},

@@ -18,9 +18,12 @@ import errno
 import os
 import socket
 import sys
-from typing import Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: How strace writes the bytes it cannot show as themselves.
 _ESCAPES: Final = {
@@ -163,6 +166,28 @@ class TracedSocket(socket.socket):
         super().close()
         if fd != -1:
             self._trace(f"close(fd {fd})", 0)
+
+
+def traced_accept(
+    listener: socket.socket, tracer: Tracer
+) -> Callable[[], tuple[socket.socket, Any]]:
+    """``listener.accept`` that traces each call and returns a ``TracedSocket``.
+
+    ``accept(fd 6) = fd 9``: the named socket's descriptor, and the new one the
+    kernel made for this client, which is a different socket.
+    """
+
+    def accept() -> tuple[socket.socket, Any]:
+        call = f"accept(fd {listener.fileno()})"
+        try:
+            conn, peer = listener.accept()
+        except OSError as exc:
+            tracer.failed(call, exc)
+            raise
+        tracer(call, f"fd {conn.fileno()}")
+        return TracedSocket.adopt(conn, tracer), peer
+
+    return accept
 
 
 class TracedStream(trio.abc.HalfCloseableStream):

@@ -6,14 +6,17 @@ numbers the trace shows are checked against the system calls strace saw.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 from typing import TYPE_CHECKING, Final
 
 import pytest
 
-from tests.helpers import cli, run_cli, strace_missing
+from tests.helpers import cli, exchange, ready, run_cli, strace_missing
+from tests.listen.test_socket_files import children_of
 from trio_sock.trace import address_text, quoted
 
 if TYPE_CHECKING:
@@ -117,3 +120,60 @@ def test_the_descriptors_shown_are_the_ones_the_kernel_gave(short_tmp: Path) -> 
     assert re.search(rf"socket\(AF_UNIX, SOCK_STREAM\|SOCK_CLOEXEC, 0\) = {fd}\b", seen), seen
     assert re.search(rf'connect\({fd}, \{{sa_family=AF_UNIX, sun_path="server_socket"\}}', seen)
     assert re.search(rf"close\({fd}\) += 0", seen)
+
+
+def client_calls(server_stderr: str) -> list[tuple[str, str, str]]:
+    """The traced calls of the server's first client, from its accept to its close."""
+    traced = calls(server_stderr)
+    [accepted] = [c for c in traced if c[0] == "accept" and c[2].startswith("fd ")][:1]
+    fd = accepted[2].removeprefix("fd ")
+    mine = [c for c in traced if c[1].split(",")[0] == f"fd {fd}"]
+    return [accepted, *mine]
+
+
+@pytest.mark.parametrize(("once", "size"), [(False, "65536"), (True, "1")])
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_a_server_shows_accept_giving_a_new_descriptor_then_read_write_close(
+    procs: Processes, transport: str, once: bool, size: str
+) -> None:
+    path = str(procs.cwd / "sock")
+    server = procs.server("--trace", "--unix", path, "--tcp", "0", *(["--once"] * once))
+    address = server.unix() if transport == "unix" else server.tcp()
+    assert exchange(address, b"A") == b"B"
+    assert server.stop() == 0
+    (_, listening, accepted), *rest = client_calls(server.stderr())
+    # accept(fd L) = fd C: the named socket stays; the client has a socket of its own.
+    assert re.fullmatch(r"fd \d+", listening)
+    assert re.fullmatch(r"fd \d+", accepted)
+    assert listening != accepted
+    done = [(name, args, res) for name, args, res in rest if not res.startswith("-1 EAGAIN")]
+    fd = accepted
+    assert done[0] == ("read", f"{fd}, {size}", '"A"')
+    assert done[1] == ("write", f'{fd}, "B"', "1")
+    assert done[-1] == ("close", fd, "0")
+    # Bytes read after the reply are the client's EOF, or (--once) what the linger drains.
+    assert all(name in {"read", "shutdown"} for name, _, _ in done[2:-1]), done
+
+
+@pytest.mark.skipif(strace_missing() is not None, reason=strace_missing() or "")
+def test_the_server_shows_the_descriptor_accept_really_returned(procs: Processes) -> None:
+    log = procs.cwd / "strace.log"
+    strace = shutil.which("strace")
+    assert strace is not None
+    child = procs.spawn(
+        [
+            *(strace, "-f", "-q", "-o", str(log), "-e", "trace=accept4,close"),
+            *cli("server", "--trace", "--unix", str(procs.cwd / "sock")),
+        ]
+    )
+    server = ready(child)
+    assert exchange(server.unix(), b"A") == b"B"
+    # strace would not pass SIGTERM on: signal the server it runs, and strace ends with it.
+    [traced_pid] = children_of(child.process.pid)[:1]
+    os.kill(traced_pid, signal.SIGTERM)
+    assert server.wait() == 0
+    [(_, listening, accepted), *_] = client_calls(server.stderr())
+    seen = log.read_text()
+    listening_fd, accepted_fd = listening.removeprefix("fd "), accepted.removeprefix("fd ")
+    assert re.search(rf"accept4\({listening_fd}, .*\) = {accepted_fd}\b", seen), seen
+    assert re.search(rf"close\({accepted_fd}\) += 0", seen)

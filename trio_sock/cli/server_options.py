@@ -174,6 +174,12 @@ def add_server_options(server: argparse.ArgumentParser) -> None:
         " a sans-I/O protocol class (default: the increment protocol)",
     )
     server.add_argument(
+        "--trace",
+        action="store_true",
+        help="show each client's socket calls on stderr as they are made: accept, read,"
+        " write, close, with their descriptors and results (default: off)",
+    )
+    server.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error", "critical"],
         default="info",
@@ -211,6 +217,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         allow_gids=args.allow_gid or (),
         workers=args.workers,
         reuse_port=args.reuse_port,
+        trace=args.trace,
     )
 
 

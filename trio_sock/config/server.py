@@ -161,6 +161,9 @@ class ServerConfig:
     """Open TCP listeners with ``SO_REUSEPORT``: with several workers, each gets a
     socket of its own on the same port and the kernel spreads connections between
     them; with one, other processes of this user that ask for it too may share the port."""
+    trace: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    """Write each client's socket calls on stderr as they are made (``--trace``):
+    accept, read, write, close, with the kernel's descriptors."""
 
     def __attrs_post_init__(self) -> None:
         if not self.addresses and not self.listen_fds:

@@ -25,6 +25,7 @@ from trio_sock.server.handled import serve_handled_client
 from trio_sock.server.peers import AccessPolicy, PeerCredentials, policy_for
 from trio_sock.server.stream import serve_stream_client
 from trio_sock.server.words import counted
+from trio_sock.trace import traced_accept
 
 if TYPE_CHECKING:
     from trio_sock.config.addresses import Address
@@ -126,6 +127,8 @@ async def accept_loop(listener: Listener, clients: trio.Nursery, context: Contex
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     failures = _Throttle()
     accept, start_soon, serve = sock.accept, clients.start_soon, door.serve
+    if context.tracer is not None:  # each client's socket then traces its own calls
+        accept = traced_accept(sock, context.tracer)
     while True:
         await trio.lowlevel.wait_readable(sock)
         # At most ACCEPT_BATCH before waiting again: while more are queued the

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from trio_sock.config.addresses import Address
     from trio_sock.config.server import ServerConfig
     from trio_sock.server.handlers import AsyncHandler, SansIOProtocol
+    from trio_sock.trace import Tracer
 
 _log = logging.getLogger("trio_sock.server")
 
@@ -94,6 +95,8 @@ class Context:
     """After its last reply, how long the server discards a client's input before closing
     (``goodbye.linger``: ``LINGER_TIME``, or the idle timeout if that is shorter)."""
     departure_log: departures.DepartureLog = attrs.Factory(departures.DepartureLog)
+    tracer: Tracer | None = None
+    """``--trace``: each client's socket calls are written as they are made."""
     """Which departures get a record of their own."""
 
 

@@ -27,6 +27,7 @@ from trio_sock.server.reaper import reap_idle
 from trio_sock.server.stats import Counters, ServerStats
 from trio_sock.server.words import counted
 from trio_sock.tls import server_context
+from trio_sock.trace import Tracer
 
 if TYPE_CHECKING:
     from trio_sock.config.addresses import Address
@@ -138,6 +139,7 @@ async def serve(
             protocol=served.protocol or Increment,
             handler=served.handler,
             linger=linger(config),
+            tracer=Tracer() if config.trace else None,
         )
         server = Server(tuple(listener.address for listener in listeners), context)
         async with trio.open_nursery() as housekeeping:
