@@ -24,7 +24,7 @@ MAY_IMPORT: Final = {
     "_version": set(),
     "tls": {"errors"},
     "trace": set(),
-    "listen": {"config", "errors"},
+    "listen": {"config", "errors", "trace"},
     "client": {"config", "errors", "tls", "trace", "listen"},
     "server": {"config", "errors", "tls", "trace", "listen", "protocol"},
     "workers": {"config", "errors", "tls", "listen", "server"},

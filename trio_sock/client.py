@@ -128,10 +128,7 @@ async def _connect(
                 raise OSError(failure, os.strerror(failure))
             return sock
     except BaseException:
-        if trace is None:
-            sock.close()
-        else:
-            trace.close(sock)
+        sock.close()  # traced by the socket itself under --trace
         raise
 
 

@@ -96,20 +96,14 @@ class Tracer:
     def failed(self, call: str, exc: OSError) -> None:
         self(call, failure(exc))
 
-    def open_socket(self, family: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
-        """``socket(family, kind)``, made and traced."""
-        sock = socket.socket(family, kind)
+    def open_socket(self, family: int, kind: int = socket.SOCK_STREAM) -> TracedSocket:
+        """``socket(family, kind)``, made and traced; its own calls are traced too."""
+        sock = TracedSocket(family, kind)
+        sock._trace = self
         self(
             f"socket({family_name(family)}, {socket.SocketKind(kind).name})", f"fd {sock.fileno()}"
         )
         return sock
-
-    def close(self, sock: socket.socket) -> None:
-        """``close(fd N)``, made and traced; a socket already closed is left alone."""
-        fd = sock.fileno()
-        if fd != -1:
-            sock.close()
-            self(f"close(fd {fd})", 0)
 
 
 class TracedSocket(socket.socket):
@@ -131,6 +125,24 @@ class TracedSocket(socket.socket):
         traced.settimeout(timeout)
         traced._trace = tracer
         return traced
+
+    def bind(self, address: str | bytes | tuple[Any, ...]) -> None:  # type: ignore[override]
+        call = f"bind(fd {self.fileno()}, {address_text(self.family, address)})"
+        try:
+            super().bind(address)
+        except OSError as exc:
+            self._trace.failed(call, exc)
+            raise
+        self._trace(call, 0)
+
+    def listen(self, backlog: int = socket.SOMAXCONN) -> None:
+        call = f"listen(fd {self.fileno()}, {backlog})"
+        try:
+            super().listen(backlog)
+        except OSError as exc:
+            self._trace.failed(call, exc)
+            raise
+        self._trace(call, 0)
 
     def recv(self, size: int, flags: int = 0) -> bytes:
         call = f"read(fd {self.fileno()}, {size})"

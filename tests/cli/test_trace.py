@@ -177,3 +177,30 @@ def test_the_server_shows_the_descriptor_accept_really_returned(procs: Processes
     listening_fd, accepted_fd = listening.removeprefix("fd "), accepted.removeprefix("fd ")
     assert re.search(rf"accept4\({listening_fd}, .*\) = {accepted_fd}\b", seen), seen
     assert re.search(rf"close\({accepted_fd}\) += 0", seen)
+
+
+def test_a_server_shows_socket_bind_listen_and_the_name_given_then_accepts_there(
+    procs: Processes,
+) -> None:
+    path = str(procs.cwd / "server_socket")
+    server = procs.server("--trace", "--unix", path, "--tcp", "0", "--backlog", "5")
+    assert exchange(server.unix(), b"A") == b"B"
+    assert server.stop() == 0
+    traced = calls(server.stderr())
+    unix_fd = traced[0][2]
+    assert traced[0] == ("socket", "AF_UNIX, SOCK_STREAM", unix_fd)
+    # Bound under a private name first (no one can swap the path meanwhile), then named.
+    assert traced[1][0] == "bind"
+    assert traced[1][1].startswith(f'{unix_fd}, "/proc/self/fd/')
+    assert traced[2] == ("listen", f"{unix_fd}, 5", "0")
+    assert traced[3][0] == "link"
+    assert traced[3][1].endswith(f', "{path}"')
+    tcp_fd = traced[4][2]
+    assert traced[4:7] == [
+        ("socket", "AF_INET, SOCK_STREAM", tcp_fd),
+        ("bind", f'{tcp_fd}, {{AF_INET, "127.0.0.1", port 0}}', "0"),
+        ("listen", f"{tcp_fd}, 5", "0"),
+    ]
+    (_, listening, _), *_ = client_calls(server.stderr())
+    assert listening == unix_fd  # the client came through the named socket
+    assert ("close", unix_fd, "0") in traced[-2:]  # and at the end it is closed

@@ -176,8 +176,9 @@ def add_server_options(server: argparse.ArgumentParser) -> None:
     server.add_argument(
         "--trace",
         action="store_true",
-        help="show each client's socket calls on stderr as they are made: accept, read,"
-        " write, close, with their descriptors and results (default: off)",
+        help="show the socket calls on stderr as they are made: socket, bind, listen, then"
+        " each client's accept, read, write, close, with descriptors and results"
+        " (default: off)",
     )
     server.add_argument(
         "--log-level",

@@ -162,8 +162,9 @@ class ServerConfig:
     socket of its own on the same port and the kernel spreads connections between
     them; with one, other processes of this user that ask for it too may share the port."""
     trace: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
-    """Write each client's socket calls on stderr as they are made (``--trace``):
-    accept, read, write, close, with the kernel's descriptors."""
+    """Write the socket calls on stderr as they are made (``--trace``): the listeners'
+    socket, bind and listen, each client's accept, read, write and close, with the
+    kernel's descriptors."""
 
     def __attrs_post_init__(self) -> None:
         if not self.addresses and not self.listen_fds:

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from trio_sock.config.addresses import TcpAddress
 from trio_sock.listen.listener import DEFAULT_BACKLOG, Listener, close_on_error, explain
 
+if TYPE_CHECKING:
+    from trio_sock.trace import Tracer
+
 
 async def open_tcp_listeners(
-    address: TcpAddress, *, backlog: int | None = None, reuse_port: bool = False
+    address: TcpAddress,
+    *,
+    backlog: int | None = None,
+    reuse_port: bool = False,
+    tracer: Tracer | None = None,
 ) -> list[Listener]:
     """Listen on a TCP address, as ``trio.open_tcp_listeners`` does.
 
@@ -25,12 +32,13 @@ async def open_tcp_listeners(
         backlog: Listen queue length; ``None`` for the most the kernel allows.
         reuse_port: Set ``SO_REUSEPORT``, so that ``open_reuse_port_copy`` (or another
             process of this user asking for it too) may bind the same address.
+        tracer: ``--trace``: the socket, bind and listen calls are written.
 
     Raises:
         ListenError: with a message that says what to do.
     """
-    if reuse_port:
-        return await _open_reuse_port_listeners(address, backlog)
+    if reuse_port or tracer is not None:
+        return await _open_own_listeners(address, backlog, reuse_port=reuse_port, tracer=tracer)
     try:
         opened = await trio.open_tcp_listeners(address.port, host=address.host, backlog=backlog)
     except OSError as exc:
@@ -45,9 +53,11 @@ async def open_tcp_listeners(
     return listeners
 
 
-async def _open_reuse_port_listeners(address: TcpAddress, backlog: int | None) -> list[Listener]:
-    """``trio.open_tcp_listeners``, which has no way to set a socket option before
-    ``bind()``, again with ``SO_REUSEPORT``."""
+async def _open_own_listeners(
+    address: TcpAddress, backlog: int | None, *, reuse_port: bool, tracer: Tracer | None
+) -> list[Listener]:
+    """``trio.open_tcp_listeners`` again, with the calls in our hands: it has no way to
+    set ``SO_REUSEPORT`` before ``bind()``, nor to trace its calls."""
     try:
         found = await trio.socket.getaddrinfo(
             address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -59,29 +69,40 @@ async def _open_reuse_port_listeners(address: TcpAddress, backlog: int | None) -
     with close_on_error(listeners):
         for family, _, _, _, sockaddr in found:
             try:
-                sock = _bind_reuse_port(family, sockaddr, backlog)
+                sock = _bind(family, sockaddr, backlog, reuse_port=reuse_port, tracer=tracer)
             except OSError as exc:
                 if exc.errno != errno.EAFNOSUPPORT:
                     raise explain(address, exc) from exc
                 unsupported = exc  # as Trio: fine while another family works
                 continue
             host, port = sock.getsockname()[:2]
-            listeners.append(Listener(sock, TcpAddress(host, port), reuse_port=True))
+            listeners.append(Listener(sock, TcpAddress(host, port), reuse_port=reuse_port))
     if not listeners and unsupported is not None:
         raise explain(address, unsupported)
     return listeners
 
 
-def _bind_reuse_port(family: int, sockaddr: tuple[Any, ...], backlog: int | None) -> socket.socket:
-    """A non-blocking TCP socket with ``SO_REUSEPORT``, bound to ``sockaddr`` and listening."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def _bind(
+    family: int,
+    sockaddr: tuple[Any, ...],
+    backlog: int | None,
+    *,
+    reuse_port: bool = True,
+    tracer: Tracer | None = None,
+) -> socket.socket:
+    """A non-blocking TCP socket (with ``SO_REUSEPORT``), bound to ``sockaddr`` and listening."""
+    if tracer is None:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    else:
+        sock = tracer.open_socket(family)
     with close_on_error(sock):
         # The options trio.open_tcp_listeners sets: a restart may bind at once
         # over connections in TIME_WAIT, and [::] does not also take 0.0.0.0.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
         sock.listen(DEFAULT_BACKLOG if backlog is None else backlog)
     sock.setblocking(False)
@@ -103,7 +124,7 @@ def open_reuse_port_copy(listener: Listener, *, backlog: int | None = None) -> L
     if not listener.reuse_port:
         raise ValueError(f"{listener.address} was not opened with reuse_port=True")
     try:
-        sock = _bind_reuse_port(listener.socket.family, listener.socket.getsockname(), backlog)
+        sock = _bind(listener.socket.family, listener.socket.getsockname(), backlog)
     except OSError as exc:
         raise explain(listener.address, exc) from exc
     return Listener(sock, listener.address, reuse_port=True)

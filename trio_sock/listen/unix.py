@@ -51,9 +51,11 @@ from trio_sock.listen.listener import (
 )
 from trio_sock.listen.lockfile import LockFile
 from trio_sock.listen.private_dir import PrivateDirectory
+from trio_sock.trace import quoted
 
 if TYPE_CHECKING:
     from trio_sock.config.addresses import UnixAddress
+    from trio_sock.trace import Tracer
 
 _log = logging.getLogger("trio_sock.listeners")
 
@@ -199,6 +201,7 @@ def open_unix_listener(
     backlog: int | None = None,
     mode: int = 0o600,
     group: int | None = None,
+    tracer: Tracer | None = None,
 ) -> Listener:
     """Bind and listen on a Unix socket, following every rule in this module's docstring.
 
@@ -210,6 +213,7 @@ def open_unix_listener(
         backlog: Listen queue length; ``None`` for the most the kernel allows.
         mode: Permission bits for the socket file (ignored for abstract names).
         group: Group id to give the socket file, or ``None`` to keep the process's.
+        tracer: ``--trace``: the socket, bind, listen and link calls are written.
 
     Returns:
         The listener; its ``close()`` removes the file if it is still ours.
@@ -220,7 +224,7 @@ def open_unix_listener(
     _check_fits(address)
     queue = DEFAULT_BACKLOG if backlog is None else backlog
     if address.is_abstract:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _new_socket(tracer)
         with close_on_error(sock):
             try:
                 sock.bind(address.sockaddr)
@@ -240,16 +244,28 @@ def open_unix_listener(
         except OSError as exc:
             raise explain(address, exc) from exc
         with close_on_error(lock):
-            return _bind_socket_file(address, directory, queue, mode, group, lock)
+            return _bind_socket_file(address, directory, queue, mode, group, lock, tracer)
+
+
+def _new_socket(tracer: Tracer | None) -> socket.socket:
+    if tracer is None:
+        return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    return tracer.open_socket(socket.AF_UNIX)
 
 
 def _bind_socket_file(
-    address: UnixAddress, directory: int, queue: int, mode: int, group: int | None, lock: LockFile
+    address: UnixAddress,
+    directory: int,
+    queue: int,
+    mode: int,
+    group: int | None,
+    lock: LockFile,
+    tracer: Tracer | None,
 ) -> Listener:
     """The rest of ``open_unix_listener``; the listener returned owns ``directory``."""
     name = os.path.basename(address.path)
     stale = _probe(address, directory, name)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _new_socket(tracer)
     with close_on_error(sock):
         try:
             shown = os.path.dirname(address.display) or "."
@@ -260,7 +276,7 @@ def _bind_socket_file(
                 private.chmod(mode)
                 sock.listen(queue)
                 bound = identity(private.stat())
-                _move_into_place(address, directory, name, private, stale)
+                _move_into_place(address, directory, name, private, stale, tracer)
             if stat_in(directory, name) is None:
                 raise ListenError(
                     f"cannot listen on {address}: {address.display!r} vanished while the"
@@ -285,6 +301,7 @@ def _move_into_place(
     name: str,
     private: PrivateDirectory,
     stale: os.stat_result | None,
+    tracer: Tracer | None,
 ) -> None:
     """Give the bound socket its name, never over anything but the stale socket probed.
 
@@ -295,6 +312,7 @@ def _move_into_place(
     if stale is None or now is None:
         try:
             private.link_to(name)  # fails, atomically, if the path exists
+            _trace_naming(tracer, "link", private, address)
         except FileExistsError:
             raise ListenError(
                 f"cannot listen on {address}: something appeared at {address.display!r} while"
@@ -306,12 +324,23 @@ def _move_into_place(
     # after an unlink: the ctime tells them apart.
     if (identity(now), now.st_ctime_ns) == (identity(stale), stale.st_ctime_ns):
         private.rename_to(name)  # swaps the stale socket atomically
+        _trace_naming(tracer, "rename", private, address)
     else:
         raise ListenError(
             f"cannot listen on {address}: {address.display!r} changed while the server was"
             " starting; it is left alone: check what it is, then retry",
             errno=errno.EBUSY,
         )
+
+
+def _trace_naming(
+    tracer: Tracer | None, call: str, private: PrivateDirectory, address: UnixAddress
+) -> None:
+    """Under ``--trace``: the socket was bound under a private name (so that no one can
+    swap the path meanwhile); this call gives it the address's name."""
+    if tracer is not None:
+        names = f"{quoted(os.fsencode(private.socket_path))}, {quoted(os.fsencode(address.path))}"
+        tracer(f"{call}({names})", 0)
 
 
 def _give_to_group(address: UnixAddress, private: PrivateDirectory, group: int) -> None:
