@@ -20,7 +20,7 @@ from trio_sock.config.addresses import Address, TcpAddress, UnixAddress
 from trio_sock.config.defaults import DEFAULT_TCP_HOST, DEFAULT_TCP_PORT, DEFAULT_UNIX_PATH
 from trio_sock.errors import ClientTimeoutError, ConnectError, ProtocolError, why_broken
 from trio_sock.tls import client_context
-from trio_sock.trace import TracedStream, Tracer, address_text
+from trio_sock.trace import TracedStream, Tracer, address_text, new_socket
 
 if TYPE_CHECKING:
     from trio_sock.config.client import ClientConfig
@@ -101,7 +101,7 @@ def _not_a_socket(address: UnixAddress) -> bool:
 async def _connect(
     family: int, sockaddr: str | tuple[object, ...], trace: Tracer | None = None
 ) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM) if trace is None else trace.open_socket(family)
+    sock = new_socket(family, trace)
     sock.setblocking(False)
     try:
         while True:

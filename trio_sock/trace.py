@@ -79,6 +79,13 @@ def failure(exc: OSError) -> str:
     return f"-1 {name} ({exc.strerror or os.strerror(number)})"
 
 
+def new_socket(family: int, tracer: Tracer | None) -> socket.socket:
+    """A stream socket of ``family``: a plain one, or under ``--trace`` a traced one."""
+    if tracer is None:
+        return socket.socket(family, socket.SOCK_STREAM)
+    return tracer.open_socket(family)
+
+
 class Tracer:
     """Writes one line per socket call: ``CALL = RESULT``.
 
@@ -95,6 +102,10 @@ class Tracer:
 
     def failed(self, call: str, exc: OSError) -> None:
         self(call, failure(exc))
+
+    def note(self, text: str) -> None:
+        """A line that is no call, such as what the kernel says of a queue: ``# text``."""
+        print(f"# {text}", file=self._out or sys.stderr, flush=True)
 
     def open_socket(self, family: int, kind: int = socket.SOCK_STREAM) -> TracedSocket:
         """``socket(family, kind)``, made and traced; its own calls are traced too."""

@@ -6,6 +6,7 @@ numbers the trace shows are checked against the system calls strace saw.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -15,7 +16,15 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 
-from tests.helpers import cli, exchange, ready, run_cli, strace_missing
+from tests.helpers import (
+    cli,
+    connect,
+    exchange,
+    ready,
+    run_cli,
+    strace_missing,
+    wait_for_log,
+)
 from tests.listen.test_socket_files import children_of
 from trio_sock.trace import address_text, quoted
 
@@ -204,3 +213,26 @@ def test_a_server_shows_socket_bind_listen_and_the_name_given_then_accepts_there
     (_, listening, _), *_ = client_calls(server.stderr())
     assert listening == unix_fd  # the client came through the named socket
     assert ("close", unix_fd, "0") in traced[-2:]  # and at the end it is closed
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_with_every_slot_taken_the_server_says_how_many_wait_in_the_queue(
+    procs: Processes, transport: str
+) -> None:
+    path = str(procs.cwd / "sock")
+    server = procs.server("--trace", "--unix", path, "--tcp", "0", "--max-clients", "1")
+    address = server.unix() if transport == "unix" else server.tcp()
+    with contextlib.ExitStack() as held:
+        first = held.enter_context(connect(address))  # takes the one slot
+        wait_for_log(server, "accept(fd ")
+        for _ in range(2):  # these two wait in the kernel's queue
+            held.enter_context(connect(address))
+        stderr = wait_for_log(server, "2 connections waiting")
+        [(_, listening, _)] = [c for c in calls(stderr) if c[0] == "accept"][:1]
+        assert (
+            f"# 2 connections waiting in the listen queue of {listening}"
+            " (--max-clients 1: every slot taken)" in stderr
+        )
+        first.sendall(b"A")
+        assert first.recv(1) == b"B"
+    assert server.stop() == 0

@@ -10,6 +10,7 @@ import trio
 
 from trio_sock.config.addresses import TcpAddress
 from trio_sock.listen.listener import DEFAULT_BACKLOG, Listener, close_on_error, explain
+from trio_sock.trace import new_socket
 
 if TYPE_CHECKING:
     from trio_sock.trace import Tracer
@@ -91,10 +92,7 @@ def _bind(
     tracer: Tracer | None = None,
 ) -> socket.socket:
     """A non-blocking TCP socket (with ``SO_REUSEPORT``), bound to ``sockaddr`` and listening."""
-    if tracer is None:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-    else:
-        sock = tracer.open_socket(family)
+    sock = new_socket(family, tracer)
     with close_on_error(sock):
         # The options trio.open_tcp_listeners sets: a restart may bind at once
         # over connections in TIME_WAIT, and [::] does not also take 0.0.0.0.

@@ -51,7 +51,7 @@ from trio_sock.listen.listener import (
 )
 from trio_sock.listen.lockfile import LockFile
 from trio_sock.listen.private_dir import PrivateDirectory
-from trio_sock.trace import quoted
+from trio_sock.trace import new_socket, quoted
 
 if TYPE_CHECKING:
     from trio_sock.config.addresses import UnixAddress
@@ -224,7 +224,7 @@ def open_unix_listener(
     _check_fits(address)
     queue = DEFAULT_BACKLOG if backlog is None else backlog
     if address.is_abstract:
-        sock = _new_socket(tracer)
+        sock = new_socket(socket.AF_UNIX, tracer)
         with close_on_error(sock):
             try:
                 sock.bind(address.sockaddr)
@@ -247,12 +247,6 @@ def open_unix_listener(
             return _bind_socket_file(address, directory, queue, mode, group, lock, tracer)
 
 
-def _new_socket(tracer: Tracer | None) -> socket.socket:
-    if tracer is None:
-        return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    return tracer.open_socket(socket.AF_UNIX)
-
-
 def _bind_socket_file(
     address: UnixAddress,
     directory: int,
@@ -265,7 +259,7 @@ def _bind_socket_file(
     """The rest of ``open_unix_listener``; the listener returned owns ``directory``."""
     name = os.path.basename(address.path)
     stale = _probe(address, directory, name)
-    sock = _new_socket(tracer)
+    sock = new_socket(socket.AF_UNIX, tracer)
     with close_on_error(sock):
         try:
             shown = os.path.dirname(address.display) or "."

@@ -189,6 +189,21 @@ def unread_by_peer(sock: socket.socket) -> int:
     return unread
 
 
+def queued_connections(listener: socket.socket) -> int:
+    """Connections waiting in a listening Unix socket's queue, not yet accepted: the
+    Recv-Q that ``ss -lx`` shows.
+
+    Raises:
+        OSError: netlink is unavailable or refused.
+        UnixDiagError: the answer was malformed.
+    """
+    queue = _ask(os.fstat(listener.fileno()).st_ino, _UDIAG_SHOW_RQLEN).get(UNIX_DIAG_RQLEN)
+    if queue is None or len(queue) < 8:
+        raise UnixDiagError("no UNIX_DIAG_RQLEN in the kernel's answer")
+    waiting: int = struct.unpack_from("=I", queue)[0]
+    return waiting
+
+
 def _ask(inode: int, show: int) -> dict[int, bytes]:
     """The attributes the kernel gives for the Unix socket with this inode."""
     body = _REQUEST.pack(

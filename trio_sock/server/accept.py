@@ -14,12 +14,14 @@ import errno
 import logging
 import math
 import socket
+from functools import partial
 from sys import intern
 from typing import TYPE_CHECKING, Final, Literal
 
 import trio
 
-from trio_sock.server.clients import ClientTask, Context, Door
+from trio_sock.listen.queue import queued
+from trio_sock.server.clients import ClientSlots, ClientTask, Context, Door
 from trio_sock.server.fast import serve_plain_client
 from trio_sock.server.handled import serve_handled_client
 from trio_sock.server.peers import AccessPolicy, PeerCredentials, policy_for
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from trio_sock.config.addresses import Address
     from trio_sock.listen.listener import Listener
     from trio_sock.server.stats import Counters
+    from trio_sock.trace import Tracer
 
 _log = logging.getLogger("trio_sock.server")
 
@@ -44,6 +47,10 @@ ACCEPT_BACKOFF: Final = 0.1
 #: a flood of new clients does not starve those already connected, and that
 #: workers sharing one listening socket each get a share of a burst.
 ACCEPT_BATCH: Final = 16
+
+
+#: Under ``--trace``, how often the listen queue is looked at while every slot is taken.
+QUEUE_LOOK_INTERVAL: Final = 0.1
 
 
 #: At most one warning per this many seconds about failing accepts or refused
@@ -127,8 +134,10 @@ async def accept_loop(listener: Listener, clients: trio.Nursery, context: Contex
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     failures = _Throttle()
     accept, start_soon, serve = sock.accept, clients.start_soon, door.serve
+    wait_for_room = slots.wait_for_room
     if context.tracer is not None:  # each client's socket then traces its own calls
         accept = traced_accept(sock, context.tracer)
+        wait_for_room = partial(_wait_for_room_saying_so, slots, sock, context.tracer)
     while True:
         await trio.lowlevel.wait_readable(sock)
         # At most ACCEPT_BATCH before waiting again: while more are queued the
@@ -137,7 +146,7 @@ async def accept_loop(listener: Listener, clients: trio.Nursery, context: Contex
             # --max-clients is backpressure: while no slot is free, connections
             # stay in the kernel's listen queue; none is refused.
             if slots.taken >= slots.total:
-                await slots.wait_for_room()
+                await wait_for_room()
             try:
                 conn, peer = accept()
             except BlockingIOError:  # the queue is empty
@@ -165,6 +174,25 @@ async def accept_loop(listener: Listener, clients: trio.Nursery, context: Contex
             # Only accepted clients hold a slot: a quiet listener's loop holds none.
             slots.taken += 1  # given back by Door.left when the client leaves
             start_soon(serve, conn, peer, counters.accepted, door, name=name)
+
+
+async def _wait_for_room_saying_so(slots: ClientSlots, sock: socket.socket, tracer: Tracer) -> None:
+    """``slots.wait_for_room``, saying meanwhile (``--trace``) how many connections the
+    kernel holds in the listen queue, each time that changes."""
+    said = 0
+    while slots.taken >= slots.total:
+        try:
+            waiting = queued(sock)
+        except OSError:  # no sock_diag here: say nothing rather than guess
+            waiting = said
+        if waiting != said:
+            tracer.note(
+                f"{counted(waiting, 'connection')} waiting in the listen queue of"
+                f" fd {sock.fileno()} (--max-clients {slots.total}: every slot taken)"
+            )
+            said = waiting
+        with trio.move_on_after(QUEUE_LOOK_INTERVAL):
+            await slots.wait_for_room()
 
 
 class _Admission:
