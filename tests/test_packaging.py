@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 ROOT: Final = Path(__file__).resolve().parent.parent
 PACKAGE: Final = ROOT / "trio_sock"
 #: The directories the sdist carries whole, beside the package, so it can be tested.
-SDIST_TREES: Final = ("tests", "examples", "benchmarks")
+SDIST_TREES: Final = ("tests", "examples", "benchmarks", "docs")
 #: Generous for a loaded CI machine; a build takes about a second here.
 BUILD_TIMEOUT: Final = 120.0
 #: Installing resolves trio and attrs from the package index: allow for a slow one.
