@@ -20,6 +20,7 @@ PACKAGE: Final = Path(__file__).resolve().parent.parent / "trio_sock"
 MAY_IMPORT: Final = {
     "config": set(),
     "protocol": set(),
+    "proxy_header": {"config"},
     "errors": set(),
     "_version": set(),
     "tls": {"errors"},
