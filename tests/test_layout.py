@@ -27,7 +27,7 @@ MAY_IMPORT: Final = {
     "trace": set(),
     "listen": {"config", "errors", "trace"},
     "client": {"config", "errors", "tls", "trace", "listen"},
-    "server": {"config", "errors", "tls", "trace", "listen", "protocol"},
+    "server": {"config", "errors", "tls", "trace", "listen", "protocol", "proxy_header"},
     "workers": {"config", "errors", "tls", "listen", "server"},
     "testing": {"config", "errors", "listen", "server"},
     "service": {"config", "errors", "tls", "listen", "server", "workers"},

@@ -1018,6 +1018,7 @@ def help_entries(text: str) -> dict[str, str]:
                 "--handler": "(default: the increment protocol)",
                 "--log-level": "(default: info)",
                 "--log-format": "(default: text)",
+                "--proxy-protocol": "(default: off)",
                 "--trace": "(default: off)",
             },
             id="server",

@@ -502,6 +502,7 @@ NOT_DEFAULT: Final[dict[str, Any]] = {
     "tls_handshake_timeout": 2.5,
     "workers": 4,
     "reuse_port": True,
+    "proxy_protocol": True,
     "trace": True,
 }
 

@@ -174,6 +174,13 @@ def add_server_options(server: argparse.ArgumentParser) -> None:
         " a sans-I/O protocol class (default: the increment protocol)",
     )
     server.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="every connection begins with a PROXY protocol header (v1 or v2) from a load"
+        " balancer, naming the real client; one without it within 5s is closed"
+        " (default: off)",
+    )
+    server.add_argument(
         "--trace",
         action="store_true",
         help="show the socket calls on stderr as they are made: socket, bind, listen, then"
@@ -218,6 +225,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         allow_gids=args.allow_gid or (),
         workers=args.workers,
         reuse_port=args.reuse_port,
+        proxy_protocol=args.proxy_protocol,
         trace=args.trace,
     )
 

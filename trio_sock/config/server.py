@@ -161,6 +161,9 @@ class ServerConfig:
     """Open TCP listeners with ``SO_REUSEPORT``: with several workers, each gets a
     socket of its own on the same port and the kernel spreads connections between
     them; with one, other processes of this user that ask for it too may share the port."""
+    proxy_protocol: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    """Every connection begins with a PROXY protocol header (v1 or v2) from a load
+    balancer, naming the real client; one without it within 5 s is closed."""
     trace: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     """Write the socket calls on stderr as they are made (``--trace``): the listeners'
     socket, bind and listen, each client's accept, read, write and close, with the

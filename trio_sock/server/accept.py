@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final, Literal
 import trio
 
 from trio_sock.listen.queue import queued
+from trio_sock.server.behind_proxy import behind_proxy
 from trio_sock.server.clients import ClientSlots, ClientTask, Context, Door
 from trio_sock.server.fast import serve_plain_client
 from trio_sock.server.handled import serve_handled_client
@@ -106,12 +107,15 @@ class _Throttle:
 
 def path_for(address: Address, context: Context) -> ClientTask:
     """Which loop serves the clients of ``address``: the user's async handler, the fast
-    path for a sans-I/O protocol on a plain socket, else the stream path."""
+    path for a sans-I/O protocol on a plain socket, else the stream path; each after
+    the client's PROXY header, with ``--proxy-protocol``."""
     if context.handler is not None:
-        return serve_handled_client
-    if Door.uses_fast_path(address, context):
-        return serve_plain_client
-    return serve_stream_client
+        serve = serve_handled_client
+    elif Door.uses_fast_path(address, context):
+        serve = serve_plain_client
+    else:
+        serve = serve_stream_client
+    return behind_proxy(serve) if context.config.proxy_protocol else serve
 
 
 async def accept_loop(listener: Listener, clients: trio.Nursery, context: Context) -> None:
