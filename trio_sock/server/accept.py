@@ -54,6 +54,11 @@ ACCEPT_BATCH: Final = 16
 QUEUE_LOOK_INTERVAL: Final = 0.1
 
 
+#: The longest listen queue Linux keeps (a backlog is capped at 65535): the most
+#: connections there can be to take from it at shutdown.
+MAX_QUEUE: Final = 65535
+
+
 #: At most one warning per this many seconds about failing accepts or refused
 #: peers, with a count: a flood of them must not become a flood of logs.
 WARNING_INTERVAL: Final = 1.0
@@ -142,42 +147,60 @@ async def accept_loop(listener: Listener, clients: trio.Nursery, context: Contex
     if context.tracer is not None:  # each client's socket then traces its own calls
         accept = traced_accept(sock, context.tracer)
         wait_for_room = partial(_wait_for_room_saying_so, slots, sock, context.tracer)
-    while True:
-        await trio.lowlevel.wait_readable(sock)
-        # At most ACCEPT_BATCH before waiting again: while more are queued the
-        # wait returns at once, but only after the other tasks had their turn.
-        for _ in range(ACCEPT_BATCH):
-            # --max-clients is backpressure: while no slot is free, connections
-            # stay in the kernel's listen queue; none is refused.
-            if slots.taken >= slots.total:
-                await wait_for_room()
+
+    def start(conn: socket.socket, address: tuple[str, ...] | str) -> None:
+        """Admit one accepted connection (the peer policy) and start its task."""
+        counters.accepted += 1
+        conn.setblocking(False)
+        peer: object
+        if is_unix:
+            peer = admit.credentials(conn)
+            if peer is False:
+                conn.close()
+                return
+        else:
+            # A client holds its peer until it leaves: one string for the host
+            # of many clients saves each idle one 58 bytes (of about 3,500).
+            peer = (intern(address[0]), *address[1:])
+        # Only accepted clients hold a slot: a quiet listener's loop holds none.
+        slots.taken += 1  # given back by Door.left when the client leaves
+        start_soon(serve, conn, peer, counters.accepted, door, name=name)
+
+    try:
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            # At most ACCEPT_BATCH before waiting again: while more are queued the
+            # wait returns at once, but only after the other tasks had their turn.
+            for _ in range(ACCEPT_BATCH):
+                # --max-clients is backpressure: while no slot is free, connections
+                # stay in the kernel's listen queue; none is refused.
+                if slots.taken >= slots.total:
+                    await wait_for_room()
+                try:
+                    conn, peer = accept()
+                except BlockingIOError:  # the queue is empty
+                    break
+                except OSError as exc:
+                    await _accept_failed(exc, listener, counters, failures)
+                    break
+                start(conn, peer)
+                if failures.pending:
+                    _log.warning(
+                        "accept on %s works again, after %s",
+                        listener.address,
+                        counted(failures.unreported(), "more failure"),
+                    )
+    except trio.Cancelled:
+        # The server stops accepting.  What the kernel has already queued would be
+        # reset when the listener closes, and a balancer cannot retry a connection
+        # it saw accepted: take it now, to be served within the grace, as the others.
+        for _ in range(MAX_QUEUE):
             try:
                 conn, peer = accept()
-            except BlockingIOError:  # the queue is empty
+            except OSError:  # empty (EAGAIN), or nothing more to take
                 break
-            except OSError as exc:
-                await _accept_failed(exc, listener, counters, failures)
-                break
-            counters.accepted += 1
-            if failures.pending:
-                _log.warning(
-                    "accept on %s works again, after %s",
-                    listener.address,
-                    counted(failures.unreported(), "more failure"),
-                )
-            conn.setblocking(False)
-            if is_unix:
-                peer = admit.credentials(conn)
-                if peer is False:
-                    conn.close()
-                    continue
-            else:
-                # A client holds its peer until it leaves: one string for the host
-                # of many clients saves each idle one 58 bytes (of about 3,500).
-                peer = (intern(peer[0]), *peer[1:])
-            # Only accepted clients hold a slot: a quiet listener's loop holds none.
-            slots.taken += 1  # given back by Door.left when the client leaves
-            start_soon(serve, conn, peer, counters.accepted, door, name=name)
+            start(conn, peer)
+        raise
 
 
 async def _wait_for_room_saying_so(slots: ClientSlots, sock: socket.socket, tracer: Tracer) -> None:
