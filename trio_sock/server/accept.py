@@ -193,13 +193,16 @@ async def accept_loop(listener: Listener, clients: trio.Nursery, context: Contex
     except trio.Cancelled:
         # The server stops accepting.  What the kernel has already queued would be
         # reset when the listener closes, and a balancer cannot retry a connection
-        # it saw accepted: take it now, to be served within the grace, as the others.
+        # it saw accepted: take it now, to be served within the grace, as the others,
+        # and close the listener at once, with no checkpoint between, so that nothing
+        # can queue up in between (a balancer retries a refused connection).
         for _ in range(MAX_QUEUE):
             try:
                 conn, peer = accept()
             except OSError:  # empty (EAGAIN), or nothing more to take
                 break
             start(conn, peer)
+        listener.close()
         raise
 
 

@@ -1,0 +1,99 @@
+"""examples/deploy/haproxy.cfg: three trio_sock backends behind HAProxy, restarted one
+at a time while a client keeps asking through HAProxy; not one request may fail.
+
+Real processes on loopback: HAProxy as configured in the example (ports filled in),
+three ``python -m trio_sock server --proxy-protocol`` backends.  Each backend in turn
+gets SIGTERM, exits, and is started again on its port; the next one is stopped only
+once HAProxy's health checks have reached the new one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import pytest
+
+from tests.helpers import run_cli, wait_for_log
+from tests.listen.test_systemd import free_tcp_port
+
+if TYPE_CHECKING:
+    from tests.helpers import Processes, ServerProcess
+
+CONFIG: Final = Path(__file__).resolve().parent.parent / "examples" / "deploy" / "haproxy.cfg"
+BACKENDS: Final = 3
+
+
+@attrs.define
+class Load:
+    """A client asking through HAProxy, one connection per request, until told to stop."""
+
+    port: int
+    requests: int = 0
+    failures: list[str] = attrs.Factory(list)
+    longest: float = 0.0
+    stop: threading.Event = attrs.Factory(threading.Event)
+
+    def run(self) -> None:
+        byte = 0
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+                    sock.sendall(bytes([byte]))
+                    reply = sock.recv(1)
+                if reply != bytes([(byte + 1) % 256]):
+                    self.failures.append(f"sent {byte}, got {reply!r}")
+            except OSError as exc:
+                self.failures.append(repr(exc))
+            self.requests += 1
+            self.longest = max(self.longest, time.monotonic() - started)
+            byte = (byte + 1) % 256
+
+
+def backend(procs: Processes, number: int, port: int) -> ServerProcess:
+    path = str(procs.cwd / f"s{number}")
+    return procs.server("--proxy-protocol", "--unix", path, "--tcp", f"127.0.0.1:{port}")
+
+
+def checked(server: ServerProcess, times: int) -> None:
+    """Wait until HAProxy's health checks have been served ``times`` times."""
+    wait_for_log(server, "left tcp:", timeout=15, until=lambda log: log.count("left tcp:") >= times)
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy (CI installs it)")
+def test_a_rolling_restart_behind_haproxy_fails_no_request(procs: Processes) -> None:
+    front = free_tcp_port()
+    ports = [free_tcp_port() for _ in range(BACKENDS)]
+    servers = [backend(procs, n, port) for n, port in enumerate(ports)]
+    config = procs.cwd / "haproxy.cfg"
+    config.write_text(
+        CONFIG.read_text().format(front=front, back1=ports[0], back2=ports[1], back3=ports[2])
+    )
+    procs.spawn(["haproxy", "-db", "-f", str(config)])
+    for server in servers:
+        checked(server, 2)  # up in HAProxy's eyes (rise 2)
+    # HAProxy prints no ready line: the client's --wait retries until it listens.
+    waited = run_cli("client", "--tcp", f"127.0.0.1:{front}", "--wait", "10", cwd=procs.cwd)
+    assert waited.stdout == "char from server = B\n", waited.stderr
+    load = Load(front)
+    thread = threading.Thread(target=load.run)
+    thread.start()
+    try:
+        for number, port in enumerate(ports):
+            served_before = load.requests
+            assert servers[number].stop() == 0
+            servers[number] = backend(procs, number, port)
+            checked(servers[number], 3)
+            assert load.requests > served_before  # the load ran through this restart
+    finally:
+        load.stop.set()
+        thread.join(timeout=30)
+    print(f"requests {load.requests}, failures {len(load.failures)}, longest {load.longest:.3f}s")
+    assert load.failures == [], load.failures
+    assert load.requests > 100
