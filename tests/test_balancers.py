@@ -1,5 +1,6 @@
 """``--proxy-protocol`` behind the real balancers: HAProxy (``send-proxy``,
-``send-proxy-v2``) and nginx's stream module (``proxy_protocol on``), on loopback.
+``send-proxy-v2``) and nginx's stream module (``proxy_protocol on``, the snippet of
+``examples/deploy/nginx-stream.conf``), on loopback.
 
 Each is run as the real program, in the foreground, with a configuration
 written here; skipped with the reason where it is not installed (``.ci/run``
@@ -42,14 +43,8 @@ master_process off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log;
 events {{}}
-stream {{
-    server {{
-        listen 127.0.0.1:{front};
-        proxy_pass 127.0.0.1:{back};
-        proxy_protocol on;
-    }}
-}}
 """
+NGINX_SNIPPET: Final = Path(__file__).resolve().parent.parent / "examples/deploy/nginx-stream.conf"
 
 
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy (CI installs it)")
@@ -73,11 +68,8 @@ def test_nginx_sends_the_header_and_trio_sock_logs_the_real_client(procs: Proces
     server = procs.server("--proxy-protocol", "--unix", str(procs.cwd / "sock"), "--tcp", "0")
     front = free_tcp_port()
     config = procs.cwd / "nginx.conf"
-    config.write_text(
-        NGINX_CONFIG.format(
-            module=NGINX_STREAM, prefix=procs.cwd, front=front, back=server.tcp().port
-        )
-    )
+    stream = NGINX_SNIPPET.read_text().format(front=front, back=server.tcp().port)
+    config.write_text(NGINX_CONFIG.format(module=NGINX_STREAM, prefix=procs.cwd) + stream)
     procs.spawn(["nginx", "-p", str(procs.cwd), "-c", str(config)])
     _check(procs, server, front)
 
