@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import pytest
 
-from tests.helpers import run_cli, wait_for_log
-from tests.listen.test_systemd import free_tcp_port
+from tests.helpers import cli, ready, run_cli, wait_for_log
+from tests.listen.test_systemd import AS_ACTIVATED, activation_env, free_tcp_port
 
 if TYPE_CHECKING:
     from tests.helpers import Processes, ServerProcess
@@ -38,6 +38,13 @@ class Load:
     failures: list[str] = attrs.Factory(list)
     longest: float = 0.0
     stop: threading.Event = attrs.Factory(threading.Event)
+    progress: threading.Condition = attrs.Factory(threading.Condition)
+
+    def wait_for_more(self, count: int, timeout: float = 15.0) -> None:
+        """Return once ``count`` more requests were made (whatever their outcome)."""
+        target = self.requests + count
+        with self.progress:
+            assert self.progress.wait_for(lambda: self.requests >= target, timeout)
 
     def run(self) -> None:
         byte = 0
@@ -51,7 +58,9 @@ class Load:
                     self.failures.append(f"sent {byte}, got {reply!r}")
             except OSError as exc:
                 self.failures.append(repr(exc))
-            self.requests += 1
+            with self.progress:
+                self.requests += 1
+                self.progress.notify_all()
             self.longest = max(self.longest, time.monotonic() - started)
             byte = (byte + 1) % 256
 
@@ -97,3 +106,37 @@ def test_a_rolling_restart_behind_haproxy_fails_no_request(procs: Processes) -> 
     print(f"requests {load.requests}, failures {len(load.failures)}, longest {load.longest:.3f}s")
     assert load.failures == [], load.failures
     assert load.requests > 100
+
+
+def test_a_restart_under_socket_activation_fails_no_request(procs: Processes) -> None:
+    """As systemd holds a ``.socket`` unit's socket across a service's restarts: here the
+    test holds it and starts the server on it (``LISTEN_FDS``) twice, under load.  The
+    socket never closes, so what arrives while no server runs waits in its queue."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(4096)
+        port = held.getsockname()[1]
+        fd = held.fileno()
+
+        def activated() -> ServerProcess:
+            # systemd's first socket is fd 3: the shell puts it there, then runs the server.
+            argv = ["sh", "-c", f"exec 3<&{fd}; {AS_ACTIVATED}", "sh", *cli("server")]
+            env = activation_env({"LISTEN_FDS": "1"})
+            return ready(procs.spawn(argv, env=env, pass_fds=(fd,)))
+
+        server = activated()
+        load = Load(port)
+        thread = threading.Thread(target=load.run)
+        thread.start()
+        try:
+            for _ in range(2):
+                load.wait_for_more(100)  # the load reaches this server
+                assert server.stop() == 0
+                server = activated()
+            load.wait_for_more(100)  # and the last one
+        finally:
+            load.stop.set()
+            thread.join(timeout=30)
+        assert server.stop() == 0
+    print(f"requests {load.requests}, failures {len(load.failures)}, longest {load.longest:.3f}s")
+    assert load.failures == [], load.failures
