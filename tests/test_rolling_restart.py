@@ -3,14 +3,16 @@ at a time while a client keeps asking through HAProxy; not one request may fail.
 
 Real processes on loopback: HAProxy as configured in the example (ports filled in),
 three ``python -m trio_sock server --proxy-protocol`` backends.  Each backend in turn
-gets SIGTERM, exits, and is started again on its port; the next one is stopped only
-once HAProxy's health checks have reached the new one.
+is taken out of HAProxy (its runtime API), gets SIGTERM, exits, is started again on its
+port and put back; the next one is stopped only once HAProxy's health checks have
+reached the new one.
 """
 
 from __future__ import annotations
 
 import shutil
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,14 +21,28 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import pytest
 
-from tests.helpers import cli, ready, run_cli, wait_for_log
-from tests.listen.test_systemd import AS_ACTIVATED, activation_env, free_tcp_port
+from tests.helpers import ready, run_cli, wait_for_log
+from tests.listen.test_systemd import activation_env, free_tcp_port
 
 if TYPE_CHECKING:
     from tests.helpers import Processes, ServerProcess
 
 CONFIG: Final = Path(__file__).resolve().parent.parent / "examples" / "deploy" / "haproxy.cfg"
 BACKENDS: Final = 3
+#: The backends' names in the example's configuration.
+NAMES: Final = ("one", "two", "three")
+
+
+def haproxy(admin: Path, command: str) -> str:
+    """One command to HAProxy's runtime API; its answer, blank lines stripped."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(admin))
+        sock.sendall(command.encode() + b"\n")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    return answer.decode().strip()
 
 
 @attrs.define
@@ -81,8 +97,11 @@ def test_a_rolling_restart_behind_haproxy_fails_no_request(procs: Processes) -> 
     ports = [free_tcp_port() for _ in range(BACKENDS)]
     servers = [backend(procs, n, port) for n, port in enumerate(ports)]
     config = procs.cwd / "haproxy.cfg"
+    admin = procs.cwd / "admin.sock"
     config.write_text(
-        CONFIG.read_text().format(front=front, back1=ports[0], back2=ports[1], back3=ports[2])
+        CONFIG.read_text().format(
+            admin=admin, front=front, back1=ports[0], back2=ports[1], back3=ports[2]
+        )
     )
     procs.spawn(["haproxy", "-db", "-f", str(config)])
     for server in servers:
@@ -94,10 +113,12 @@ def test_a_rolling_restart_behind_haproxy_fails_no_request(procs: Processes) -> 
     thread = threading.Thread(target=load.run)
     thread.start()
     try:
-        for number, port in enumerate(ports):
+        for number, (name, port) in enumerate(zip(NAMES, ports, strict=True)):
             served_before = load.requests
+            assert haproxy(admin, f"disable server trio_sock/{name}") == ""
             assert servers[number].stop() == 0
             servers[number] = backend(procs, number, port)
+            assert haproxy(admin, f"enable server trio_sock/{name}") == ""
             checked(servers[number], 3)
             assert load.requests > served_before  # the load ran through this restart
     finally:
@@ -119,8 +140,13 @@ def test_a_restart_under_socket_activation_fails_no_request(procs: Processes) ->
         fd = held.fileno()
 
         def activated() -> ServerProcess:
-            # systemd's first socket is fd 3: the shell puts it there, then runs the server.
-            argv = ["sh", "-c", f"exec 3<&{fd}; {AS_ACTIVATED}", "sh", *cli("server")]
+            # systemd's first socket is fd 3, and LISTEN_PID the server's pid: a small
+            # launcher puts the socket there and becomes the server (exec keeps the pid).
+            launch = (
+                f"import os, sys; os.dup2({fd}, 3); os.environ['LISTEN_PID'] = str(os.getpid());"
+                " os.execv(sys.executable, [sys.executable, '-m', 'trio_sock', 'server'])"
+            )
+            argv = [sys.executable, "-c", launch]
             env = activation_env({"LISTEN_FDS": "1"})
             return ready(procs.spawn(argv, env=env, pass_fds=(fd,)))
 
