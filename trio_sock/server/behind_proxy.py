@@ -82,5 +82,8 @@ def _take(conn: socket.socket, size: int) -> bytes:
     """``size`` bytes that a peek has shown are there."""
     taken = b""
     while len(taken) < size:
-        taken += conn.recv(size - len(taken))
+        chunk = conn.recv(size - len(taken))
+        if not chunk:  # cannot be, for bytes already seen; never a loop without end
+            raise ProxyHeaderError("the connection lost bytes of its header")
+        taken += chunk
     return taken
