@@ -20,7 +20,7 @@ from trio_sock.config.addresses import Address, TcpAddress, UnixAddress
 from trio_sock.config.defaults import DEFAULT_TCP_HOST, DEFAULT_TCP_PORT, DEFAULT_UNIX_PATH
 from trio_sock.errors import ClientTimeoutError, ConnectError, ProtocolError, why_broken
 from trio_sock.tls import client_context
-from trio_sock.trace import TracedStream, Tracer, address_text, new_socket
+from trio_sock.trace import TracedStream, Tracer, new_socket
 
 if TYPE_CHECKING:
     from trio_sock.config.client import ClientConfig
@@ -106,17 +106,12 @@ async def _connect(
     try:
         while True:
             try:
-                sock.connect(sockaddr)
+                sock.connect(sockaddr)  # traced by the socket itself under --trace
             except BlockingIOError as exc:
-                _traced(trace, sock, family, sockaddr, exc)
                 if exc.errno != errno.EINPROGRESS:
                     await trio.sleep(QUEUE_FULL_PAUSE)
                     continue
-            except OSError as exc:
-                _traced(trace, sock, family, sockaddr, exc)
-                raise
             else:
-                _traced(trace, sock, family, sockaddr, None)
                 return sock
             # TCP: the handshake is under way; writable means it is decided.
             await trio.lowlevel.wait_writable(sock)
@@ -130,21 +125,6 @@ async def _connect(
     except BaseException:
         sock.close()  # traced by the socket itself under --trace
         raise
-
-
-def _traced(
-    trace: Tracer | None,
-    sock: socket.socket,
-    family: int,
-    sockaddr: object,
-    exc: OSError | None,
-) -> None:
-    if trace is not None:
-        call = f"connect(fd {sock.fileno()}, {address_text(family, sockaddr)})"
-        if exc is None:
-            trace(call, 0)
-        else:
-            trace.failed(call, exc)
 
 
 @overload

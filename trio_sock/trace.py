@@ -18,7 +18,7 @@ import errno
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO, TypeVar
 
 import trio
 
@@ -97,15 +97,17 @@ class Tracer:
         self._out = out
 
     def __call__(self, call: str, result: object) -> None:
-        out = self._out or sys.stderr
-        print(f"{call} = {result}", file=out, flush=True)
+        self._write(f"{call} = {result}")
 
     def failed(self, call: str, exc: OSError) -> None:
         self(call, failure(exc))
 
     def note(self, text: str) -> None:
         """A line that is no call, such as what the kernel says of a queue: ``# text``."""
-        print(f"# {text}", file=self._out or sys.stderr, flush=True)
+        self._write(f"# {text}")
+
+    def _write(self, line: str) -> None:
+        print(line, file=self._out or sys.stderr, flush=True)
 
     def open_socket(self, family: int, kind: int = socket.SOCK_STREAM) -> TracedSocket:
         """``socket(family, kind)``, made and traced; its own calls are traced too."""
@@ -117,8 +119,16 @@ class Tracer:
         return sock
 
 
+_T = TypeVar("_T")
+
+
+def _zero(_: object) -> int:
+    """What a call that returns nothing returned, as strace shows it."""
+    return 0
+
+
 class TracedSocket(socket.socket):
-    """A connected socket whose reads, writes, shutdown and close are traced.
+    """A socket whose bind, listen, connect, reads, writes, shutdown and close are traced.
 
     The server's own code runs unchanged on it (``WatchedStream``, the
     departure's close): each call goes to the kernel as usual, then its line is
@@ -137,52 +147,41 @@ class TracedSocket(socket.socket):
         traced._trace = tracer
         return traced
 
+    def _made(
+        self, call: str, method: Callable[..., _T], *args: object, shown: Callable[[_T], object]
+    ) -> _T:
+        """``method(*args)``, then its line: ``call = shown(result)``, or its error."""
+        try:
+            result = method(*args)
+        except OSError as exc:
+            self._trace.failed(call, exc)
+            raise
+        self._trace(call, shown(result))
+        return result
+
     def bind(self, address: str | bytes | tuple[Any, ...]) -> None:  # type: ignore[override]
         call = f"bind(fd {self.fileno()}, {address_text(self.family, address)})"
-        try:
-            super().bind(address)
-        except OSError as exc:
-            self._trace.failed(call, exc)
-            raise
-        self._trace(call, 0)
+        self._made(call, super().bind, address, shown=_zero)
 
     def listen(self, backlog: int = socket.SOMAXCONN) -> None:
-        call = f"listen(fd {self.fileno()}, {backlog})"
-        try:
-            super().listen(backlog)
-        except OSError as exc:
-            self._trace.failed(call, exc)
-            raise
-        self._trace(call, 0)
+        self._made(f"listen(fd {self.fileno()}, {backlog})", super().listen, backlog, shown=_zero)
+
+    def connect(self, address: str | bytes | tuple[Any, ...]) -> None:  # type: ignore[override]
+        call = f"connect(fd {self.fileno()}, {address_text(self.family, address)})"
+        self._made(call, super().connect, address, shown=_zero)
 
     def recv(self, size: int, flags: int = 0) -> bytes:
-        call = f"read(fd {self.fileno()}, {size})"
-        try:
-            data = super().recv(size, flags)
-        except OSError as exc:
-            self._trace.failed(call, exc)
-            raise
-        self._trace(call, quoted(data))
-        return data
+        return self._made(
+            f"read(fd {self.fileno()}, {size})", super().recv, size, flags, shown=quoted
+        )
 
     def send(self, data: bytes | bytearray | memoryview, flags: int = 0) -> int:  # type: ignore[override]
         call = f"write(fd {self.fileno()}, {quoted(data)})"
-        try:
-            sent = super().send(data, flags)
-        except OSError as exc:
-            self._trace.failed(call, exc)
-            raise
-        self._trace(call, sent)
-        return sent
+        return self._made(call, super().send, data, flags, shown=str)
 
     def shutdown(self, how: int) -> None:
         call = f"shutdown(fd {self.fileno()}, {_SHUT_NAMES.get(how, how)})"
-        try:
-            super().shutdown(how)
-        except OSError as exc:
-            self._trace.failed(call, exc)
-            raise
-        self._trace(call, 0)
+        self._made(call, super().shutdown, how, shown=_zero)
 
     def close(self) -> None:
         fd = self.fileno()
