@@ -1019,6 +1019,7 @@ def help_entries(text: str) -> dict[str, str]:
                 "--log-level": "(default: info)",
                 "--log-format": "(default: text)",
                 "--proxy-protocol": "(default: off)",
+                "--metrics": "(default: off)",
                 "--trace": "(default: off)",
             },
             id="server",

@@ -34,7 +34,7 @@ from trio_sock.server.accept import ACCEPT_BATCH
 from trio_sock.server.clients import EOF, IDLE_TIMEOUT, SHUTDOWN, ClientSlots, Context, Door
 from trio_sock.server.fast import EAGER_PROBE, FAIRNESS_BATCH, RECEIVE_SIZE, serve_plain_client
 from trio_sock.server.reaper import reap_idle, reap_step
-from trio_sock.server.stats import Counters, Tally
+from trio_sock.server.stats import Tally
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -252,7 +252,7 @@ class Client:
         """The client's figures, while it is served and after."""
         if self.end is not None:
             return self.end.tally
-        return next(t for t in self.door.context.counters.connected if t.watched is self.conn)
+        return next(t for t in self.door.counters.connected if t.watched is self.conn)
 
     async def ended(self) -> Ended:
         """Wait until every task is blocked; then the client's task must have ended."""
@@ -275,10 +275,10 @@ class FastPath:
         """Serve in ``nursery``; with ``idle``, run the idle reaper there too."""
         config = ServerConfig() if idle is None else ServerConfig(idle_timeout=idle)
         clock = trio.lowlevel.current_clock().current_time
-        context = Context(config, ClientSlots(config.max_clients), Counters(), clock)
+        context = Context(config, ClientSlots(config.max_clients), clock)
         door = NotingDoor(UnixAddress("fastpath-test"), context, serve_plain_client)
         if idle is not None:
-            nursery.start_soon(reap_idle, context.counters.connected, idle)
+            nursery.start_soon(reap_idle, [door.counters.connected], idle)
         return cls(nursery, door)
 
     def serve(self, conn: object) -> Client:
@@ -341,7 +341,7 @@ async def test_chunks_of_every_size_come_back_incremented_and_eof_ends_the_clien
         assert await stream.receive_some(1) == b""  # and the server closed
     assert end.reason == EOF
     assert (end.tally.received, end.tally.sent) == (total, total)
-    assert fast.door.context.counters.snapshot().active == 0
+    assert fast.door.counters.snapshot().active == 0
 
 
 async def test_a_client_sending_much_while_reading_slowly_gets_every_byte_back_in_order(
@@ -783,7 +783,7 @@ async def test_a_client_the_server_is_working_for_is_left_alone_by_the_reaper(
     left, right = socket.socketpair()
     # --delay: while the server works, the client's last sign of life is "now", always.
     busy = Tally(trio.current_time(), alive=math.inf, watched=left)
-    fast.door.context.counters.connected.add(busy)
+    fast.door.counters.connected.add(busy)
     client, stream = fast.connect()
     async with stream:
         await dropped(client, stream)

@@ -182,7 +182,7 @@ async def test_a_tiny_idle_timeout_does_not_make_the_reaper_spin() -> None:
     clients: set[Tally] = set()
     cpu = time.process_time()
     with trio.move_on_after(0.5):
-        await reap_idle(clients, 1e-300)
+        await reap_idle([clients], 1e-300)
     used = time.process_time() - cpu
     # Bounded below by REAP_STEP_MIN, the reaper wakes ~50 times in 0.5 s;
     # spinning, it burns the whole half second.

@@ -25,6 +25,7 @@ from trio_sock.service import early_signals
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from trio_sock.config.addresses import TcpAddress
     from trio_sock.config.server import ServerConfig
 
 _log = logging.getLogger("trio_sock.cli")
@@ -60,6 +61,7 @@ def _run_server(
     *,
     activation: bool,
     handler_spec: str | None,
+    metrics: TcpAddress | None,
 ) -> int:
     from trio_sock.cli import logs
     from trio_sock.service.run import run, run_worker
@@ -77,6 +79,7 @@ def _run_server(
                 config,
                 handler_spec,
                 activation=activation,
+                metrics=metrics,
                 worker_log_level=log_level,
                 worker_log_format=log_format,
             )
@@ -131,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.log_format,
         activation=command.activation,
         handler_spec=command.handler,
+        metrics=command.metrics,
     )
 
 

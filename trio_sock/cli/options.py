@@ -21,6 +21,7 @@ from trio_sock.cli.server_options import add_server_options, server_config, tls_
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from trio_sock.config.addresses import TcpAddress
     from trio_sock.config.client import ClientConfig
     from trio_sock.config.server import ServerConfig
 
@@ -106,6 +107,8 @@ class Command:
     """No --unix, --tcp or --fd: sockets systemd passes (LISTEN_FDS) replace the defaults."""
     handler: str | None = None
     """``--handler MODULE:NAME``, loaded only when the server runs."""
+    metrics: TcpAddress | None = None
+    """``--metrics [HOST:]PORT``: where scrapers get the figures."""
 
 
 def parse(argv: Sequence[str] | None = None, *, prog: str | None = None) -> Command:
@@ -140,7 +143,12 @@ def parse(argv: Sequence[str] | None = None, *, prog: str | None = None) -> Comm
                 )
             given = args.unix or args.tcp or args.fd
             return Command(
-                server_config(args), args.log_level, args.log_format, not given, args.handler
+                server_config(args),
+                args.log_level,
+                args.log_format,
+                not given,
+                args.handler,
+                args.metrics,
             )
         return Command(client_config(args))
     except (TypeError, ValueError) as exc:  # what no single option can check alone

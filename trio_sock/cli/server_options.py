@@ -10,6 +10,7 @@ from trio_sock.cli.values import (
     finite_seconds,
     group_id,
     handler_spec,
+    metrics_address,
     octal_mode,
     positive_int,
     positive_seconds,
@@ -179,6 +180,15 @@ def add_server_options(server: argparse.ArgumentParser) -> None:
         help="every connection begins with a PROXY protocol header (v1 or v2) from a load"
         " balancer, naming the real client; one without it within 5s is closed"
         " (default: off)",
+    )
+    server.add_argument(
+        "--metrics",
+        type=metrics_address,
+        metavar="[HOST:]PORT",
+        help="serve the stats line's figures by listener, and active clients, at"
+        f" http://HOST:PORT/metrics in Prometheus' text format (host default"
+        f" {defaults.DEFAULT_METRICS_HOST}); with --workers, their sums and each worker's;"
+        " needs pip install 'trio_sock[metrics]' (default: off)",
     )
     server.add_argument(
         "--trace",

@@ -8,6 +8,7 @@ that the attrs classes use too, so a limit and its message are written once.
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 from trio_sock.config import defaults, rules
@@ -129,6 +130,11 @@ unix_address = _argument_type("unix path", UnixAddress)
 
 
 tcp_address = _argument_type("tcp address", TcpAddress.parse)
+
+
+metrics_address = _argument_type(
+    "metrics address", partial(TcpAddress.parse, default_host=defaults.DEFAULT_METRICS_HOST)
+)
 
 
 server_tcp_address = _argument_type("server tcp address", TcpAddress.parse, connectable)

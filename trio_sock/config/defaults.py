@@ -9,6 +9,8 @@ DEFAULT_UNIX_PATH: Final = "server_socket"
 #: The book's port, 9734, on loopback: reachable from other machines only when asked.
 DEFAULT_TCP_HOST: Final = "127.0.0.1"
 DEFAULT_TCP_PORT: Final = 9734
+#: ``--metrics PORT`` on loopback too: figures are for the operator's scraper, not the world.
+DEFAULT_METRICS_HOST: Final = "127.0.0.1"
 #: Below the usual soft limit of 1024 open files, leaving room for the listeners,
 #: stdio and logs, so the default never runs the process out of descriptors.
 DEFAULT_MAX_CLIENTS: Final = 1000

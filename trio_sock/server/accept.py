@@ -123,15 +123,18 @@ def path_for(address: Address, context: Context) -> ClientTask:
     return behind_proxy(serve) if context.config.proxy_protocol else serve
 
 
-async def accept_loop(listener: Listener, clients: trio.Nursery, context: Context) -> None:
-    """Accept clients on one listener for as long as the server accepts.
+async def accept_loop(
+    listener: Listener, clients: trio.Nursery, context: Context, counters: Counters
+) -> None:
+    """Accept clients on one listener for as long as the server accepts, counting
+    them in ``counters``.
 
     Once the listener is readable it accepts until the queue is empty
     (``EAGAIN``), ``ACCEPT_BATCH`` at a time: a burst of connections costs a
     few trips through Trio's run loop, not one each.
     """
-    sock, slots, counters = listener.socket, context.slots, context.counters
-    door = Door(listener.address, context, path_for(listener.address, context))
+    sock, slots, numbers = listener.socket, context.slots, context.numbers
+    door = Door(listener.address, context, path_for(listener.address, context), counters)
     # Every client task gets the same name: Trio would otherwise format one for each.
     name = f"{door.serve.__module__}.{door.serve.__qualname__}"
     admit = _Admission(listener.address, policy_for(listener.address, context.config), counters)
@@ -151,6 +154,7 @@ async def accept_loop(listener: Listener, clients: trio.Nursery, context: Contex
     def start(conn: socket.socket, address: tuple[str, ...] | str) -> None:
         """Admit one accepted connection (the peer policy) and start its task."""
         counters.accepted += 1
+        number = next(numbers)
         conn.setblocking(False)
         peer: object
         if is_unix:
@@ -164,7 +168,7 @@ async def accept_loop(listener: Listener, clients: trio.Nursery, context: Contex
             peer = (intern(address[0]), *address[1:])
         # Only accepted clients hold a slot: a quiet listener's loop holds none.
         slots.taken += 1  # given back by Door.left when the client leaves
-        start_soon(serve, conn, peer, counters.accepted, door, name=name)
+        start_soon(serve, conn, peer, number, door, name=name)
 
     try:
         while True:

@@ -10,6 +10,7 @@ one in the client's departure record: ``eof``, ``idle timeout``, a reset,
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import TYPE_CHECKING, Final, TypeAlias
 
@@ -26,7 +27,7 @@ from trio_sock.server.stats import Counters, Tally
 if TYPE_CHECKING:
     import socket
     import ssl
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
     from trio_sock.config.addresses import Address
     from trio_sock.config.server import ServerConfig
@@ -81,8 +82,7 @@ class Context:
     config: ServerConfig
     slots: ClientSlots
     """One is taken before each accept() and given back when that client leaves:
-    capacity, not a count of clients (``counters.connected`` is the one count)."""
-    counters: Counters
+    capacity, not a count of clients (each door's ``counters.connected`` is the count)."""
     clock: Callable[[], float]
     """Trio's clock, looked up once: the fast path reads it after every wait."""
     tls: ssl.SSLContext | None = None
@@ -95,9 +95,11 @@ class Context:
     """After its last reply, how long the server discards a client's input before closing
     (``goodbye.linger``: ``LINGER_TIME``, or the idle timeout if that is shorter)."""
     departure_log: departures.DepartureLog = attrs.Factory(departures.DepartureLog)
+    """Which departures get a record of their own."""
     tracer: Tracer | None = None
     """``--trace``: each client's socket calls are written as they are made."""
-    """Which departures get a record of their own."""
+    numbers: Iterator[int] = attrs.Factory(lambda: itertools.count(1))
+    """Each connection's number since the start, whichever listener took it."""
 
 
 @attrs.frozen
@@ -109,6 +111,8 @@ class Door:
     serve: ClientTask
     """The task that serves each of its clients: ``fast.serve_plain_client`` when
     nothing (TLS, ``--once``, ``--delay``) stands in its way."""
+    counters: Counters = attrs.Factory(Counters)
+    """This listener's figures."""
 
     @staticmethod
     def uses_fast_path(address: Address, context: Context) -> bool:
@@ -121,13 +125,13 @@ class Door:
         """Count a client in; from now on ``reaper.reap_idle`` times its idleness."""
         now = self.context.clock()
         tally = Tally(now, alive=now, watched=conn)
-        self.context.counters.arrived(tally)
+        self.counters.arrived(tally)
         return tally
 
     def failed(self, number: int, exc: Exception) -> str:
         """Report a bug in serving a client (the handler's, or ours; not the client's
         doing), with its traceback, which whoever fixes it needs; the reason to log."""
-        self.context.counters.failed += 1
+        self.counters.failed += 1
         _log.error("client %d on %s failed: %r", number, self.address, exc, exc_info=exc)
         return f"error: {type(exc).__name__}"
 
@@ -150,7 +154,7 @@ class Door:
         if logged and peer is None:
             peer = _credentials(conn)
         conn.close()
-        context.counters.left(tally, idle=reason == IDLE_TIMEOUT)
+        self.counters.left(tally, idle=reason == IDLE_TIMEOUT)
         if logged:
             departures.log(number, self.address, peer, tally, reason)
 

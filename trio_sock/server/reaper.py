@@ -18,6 +18,7 @@ when it resumes, the reaper may run before the tasks those bytes woke.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import math
 import select
 import socket
@@ -30,7 +31,7 @@ import trio
 from trio_sock.listen import unix_diag
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Iterable
 
     from trio_sock.server.stats import Tally
 
@@ -54,8 +55,10 @@ def reap_step(idle: float) -> float:
     return max(REAP_STEP_MIN, min(REAP_STEP, idle / 10))
 
 
-async def reap_idle(clients: Collection[Tally], idle: float) -> NoReturn:
+async def reap_idle(groups: Iterable[Collection[Tally]], idle: float) -> NoReturn:
     """Drop every client whose last sign of life is ``idle`` seconds old.
+
+    ``groups`` are the clients of each listener, as they come and go.
 
     It wakes when the oldest client falls due, but at most once per
     ``reap_step(idle)``, so that thousands of clients falling due one after
@@ -70,7 +73,7 @@ async def reap_idle(clients: Collection[Tally], idle: float) -> NoReturn:
         now = trio.current_time()
         # A client that arrives while this sleeps falls due after now + idle.
         wake = now + idle
-        for tally in clients:
+        for tally in itertools.chain.from_iterable(groups):
             due = tally.alive + idle
             if due > now:
                 if due < wake:

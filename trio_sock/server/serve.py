@@ -24,7 +24,7 @@ from trio_sock.server.clients import ClientSlots, Context
 from trio_sock.server.goodbye import linger
 from trio_sock.server.handlers import Handler, sort_handler
 from trio_sock.server.reaper import reap_idle
-from trio_sock.server.stats import Counters, ServerStats
+from trio_sock.server.stats import Counters, ServerStats, add_up
 from trio_sock.server.words import counted
 from trio_sock.tls import server_context
 from trio_sock.trace import Tracer
@@ -51,17 +51,19 @@ class Server:
     addresses: tuple[Address, ...]
     """Every bound address, in config order; TCP port 0 replaced by the real one."""
     _context: Context
+    _counters: tuple[Counters, ...]
+    """Each listener's, in the order of ``addresses``."""
     _accepting: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
     @property
     def accepted(self) -> int:
         """Connections accepted since the start."""
-        return self._context.counters.accepted
+        return sum(counters.accepted for counters in self._counters)
 
     @property
     def active_clients(self) -> int:
         """Clients being served right now: ``stats().active``, without the sums."""
-        return len(self._context.counters.connected)
+        return sum(len(counters.connected) for counters in self._counters)
 
     @property
     def stopping(self) -> bool:
@@ -70,7 +72,17 @@ class Server:
 
     def stats(self) -> ServerStats:
         """The counters since the start: accepted, active, refused, bytes..."""
-        return self._context.counters.snapshot()
+        return ServerStats.total(counters.snapshot() for counters in self._counters)
+
+    def stats_by_listener(self) -> dict[Address, ServerStats]:
+        """``stats()`` for each listener, in the order of ``addresses``.
+
+        Two listeners may share an address (``localhost`` can bind ``::1`` and
+        ``127.0.0.1``, each reported as itself, but ``--fd`` may pass two sockets of
+        one address): their figures are then added up under it.
+        """
+        pairs = zip(self.addresses, self._counters, strict=True)
+        return add_up({address: counters.snapshot()} for address, counters in pairs)
 
     def stop(self) -> None:
         """Stop accepting and remove socket files now; let clients finish within the grace.
@@ -133,7 +145,6 @@ async def serve(
         context = Context(
             config,
             slots,
-            Counters(),
             clock,
             tls,
             protocol=served.protocol or Increment,
@@ -141,15 +152,17 @@ async def serve(
             linger=linger(config),
             tracer=Tracer() if config.trace else None,
         )
-        server = Server(tuple(listener.address for listener in listeners), context)
+        counters = tuple(Counters() for _ in listeners)
+        server = Server(tuple(listener.address for listener in listeners), context, counters)
         async with trio.open_nursery() as housekeeping:
-            housekeeping.start_soon(reap_idle, context.counters.connected, config.idle_timeout)
+            connected = [mine.connected for mine in counters]
+            housekeeping.start_soon(reap_idle, connected, config.idle_timeout)
             housekeeping.start_soon(context.departure_log.summarize)
             async with trio.open_nursery() as clients:
                 with server._accepting:
                     async with trio.open_nursery() as accepting:
-                        for listener in listeners:
-                            accepting.start_soon(accept_loop, listener, clients, context)
+                        for listener, mine in zip(listeners, counters, strict=True):
+                            accepting.start_soon(accept_loop, listener, clients, context, mine)
                         task_status.started(server)
                 for listener in listeners:
                     listener.close()

@@ -1,18 +1,19 @@
-"""Counters: what the server has done, for the stats line and for tests.
+"""Counters: what the server has done, by listener, for the stats line and ``--metrics``.
 
 Counting costs an integer add at most, on the hot path: each client's bytes
-are counted in its own ``Tally`` and folded into the totals when it leaves;
-a snapshot adds in the tallies of the clients still connected.
+are counted in its own ``Tally`` and folded into its listener's ``Counters``
+when it leaves; a snapshot adds in the tallies of the clients still connected.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 import attrs
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Iterable, Mapping
 
 
 @attrs.frozen
@@ -38,6 +39,32 @@ class ServerStats:
 
     def __str__(self) -> str:
         return " ".join(f"{name}={value}" for name, value in attrs.asdict(self).items())
+
+    @classmethod
+    def total(cls, parts: Iterable[ServerStats]) -> ServerStats:
+        """Every figure of ``parts`` added up: listeners into a server, workers into a service."""
+        names = [field.name for field in attrs.fields(cls)]
+        sums = dict.fromkeys(names, 0)
+        for part in parts:
+            for name in names:
+                sums[name] += getattr(part, name)
+        return cls(**sums)
+
+
+#: Figures by listener, each named by its address as the ready line shows it
+#: (how ``--metrics`` labels them, and how workers report them to their parent).
+ByListener: TypeAlias = "Mapping[str, ServerStats]"
+
+K = TypeVar("K")
+
+
+def add_up(parts: Iterable[Mapping[K, ServerStats]]) -> dict[K, ServerStats]:
+    """Figures by listener added up, listener by listener (in the order first seen)."""
+    grouped: dict[K, list[ServerStats]] = {}
+    for part in parts:
+        for key, stats in part.items():
+            grouped.setdefault(key, []).append(stats)
+    return {key: ServerStats.total(all_stats) for key, all_stats in grouped.items()}
 
 
 @attrs.define(eq=False)
@@ -65,7 +92,7 @@ class Tally:
 
 @attrs.define(eq=False)
 class Counters:
-    """The running totals behind ``ServerStats``."""
+    """One listener's running totals, behind its ``ServerStats``."""
 
     accepted: int = 0
     refused: int = 0

@@ -11,22 +11,28 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from trio_sock.config.addresses import TcpAddress
+from trio_sock.errors import TrioSockError
 from trio_sock.server.handlers import check_handler_spec, import_handler
+from trio_sock.service.metrics_endpoint import open_metrics_listeners, serve_metrics
 from trio_sock.service.signalled import run_until_signalled
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+
+    from trio import SocketListener
 
     from trio_sock.config.addresses import Address
     from trio_sock.config.server import ServerConfig
     from trio_sock.server.handlers import Handler
     from trio_sock.server.serve import Server
+    from trio_sock.service.metrics import Figures
     from trio_sock.workers.supervisor import Supervisor
     from trio_sock.workers.worker import WorkerRole
 
@@ -39,6 +45,7 @@ def run(
     handler: Handler | str | None = None,
     *,
     activation: bool = False,
+    metrics: TcpAddress | None = None,
     worker_log_level: str = "info",
     worker_log_format: str = "text",
 ) -> None:
@@ -59,12 +66,16 @@ def run(
             ``__main__``, or ``"MODULE:NAME"``.
         activation: Serve the sockets systemd passes (``LISTEN_FDS``), if any,
             instead of ``config.addresses``.
+        metrics: Serve the stats line's figures by listener at ``/metrics`` on this
+            address, in Prometheus' text format (``service.metrics``); with
+            workers, the parent serves their sums.  Needs ``prometheus_client``.
         worker_log_level, worker_log_format: How worker processes log (their
             ``--log-level`` and ``--log-format``); this process's logging is yours.
 
     Raises:
         ValueError: ``handler`` is an object that workers cannot import by name.
         HandlerError: ``"MODULE:NAME"`` cannot be loaded.
+        TrioSockError: ``metrics`` is set, and ``prometheus_client`` is not installed.
         TrioSockError, OSError: the server cannot start (``ListenError`` and so on).
             One error arrives as itself, several in an ``ExceptionGroup``.
     """
@@ -74,16 +85,25 @@ def run(
         if activated := listen_fds():
             config = attrs.evolve(config, addresses=(), listen_fds=activated)
     _check_inherited(config)
+    if metrics is not None:
+        _check_metrics_library()
     if config.workers > 1:
         spec = handler if isinstance(handler, str) or handler is None else _name_of(handler)
         if spec is not None:
             import_handler(spec)  # a bad one is one error here, not one per worker
         with _one_error_as_itself():
-            trio.run(supervise_until_signalled, config, worker_log_level, worker_log_format, spec)
+            trio.run(
+                supervise_until_signalled,
+                config,
+                worker_log_level,
+                worker_log_format,
+                spec,
+                metrics,
+            )
     else:
         loaded = import_handler(handler) if isinstance(handler, str) else handler
         with _one_error_as_itself():
-            trio.run(serve_until_signalled, config, None, loaded)
+            trio.run(serve_until_signalled, config, None, loaded, metrics)
 
 
 def run_worker(role: WorkerRole) -> None:
@@ -101,6 +121,17 @@ def _check_inherited(config: ServerConfig) -> None:
 
     for inherited in config.listen_fds:
         check_inherited(inherited)
+
+
+def _check_metrics_library() -> None:
+    """Say that ``prometheus_client`` is missing before anything listens."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise TrioSockError(
+            "--metrics needs prometheus_client, which is not installed here:"
+            " pip install 'trio_sock[metrics]'"
+        ) from None
 
 
 def _name_of(handler: Handler) -> str:
@@ -144,9 +175,13 @@ def _one_error_as_itself() -> Iterator[None]:
 
 
 async def serve_until_signalled(
-    config: ServerConfig, role: WorkerRole | None, handler: Handler | None
+    config: ServerConfig,
+    role: WorkerRole | None,
+    handler: Handler | None,
+    metrics: TcpAddress | None = None,
 ) -> None:
-    """One server, its readiness and its signals (and, in a worker, its parent's orders)."""
+    """One server, its readiness and its signals (and, in a worker, its parent's orders;
+    and its ``--metrics``)."""
     from trio_sock.server.serve import serve  # the client never pays for importing the server
     from trio_sock.service.notify import Notifier
     from trio_sock.service.status import StatusReporter
@@ -167,20 +202,34 @@ async def serve_until_signalled(
             from trio_sock.workers.worker import Lifeline, obey_parent
 
             lifeline = Lifeline.open()
-            nursery.start_soon(obey_parent, lifeline, server, nursery, config.grace, log_stats)
+            nursery.start_soon(
+                obey_parent, lifeline, server, nursery, config.grace, log_stats, role.report_fd
+            )
+        if scrapers:
+            nursery.start_soon(serve_metrics, scrapers, partial(_figures_of, server))
         return lambda: status.notify("STOPPING=1")
 
-    server = await run_until_signalled(
-        start, grace=config.grace, when_ready=when_ready, stats=log_stats
-    )
+    async with _metrics_listeners(metrics) as scrapers:
+        server = await run_until_signalled(
+            start, grace=config.grace, when_ready=when_ready, stats=log_stats
+        )
     if server is not None:
         log_stats(server)
+        if role is not None and role.report_fd is not None:  # its last figures, for the sums
+            from trio_sock.workers.worker import send_report
+
+            send_report(role.report_fd, server)
 
 
 async def supervise_until_signalled(
-    config: ServerConfig, log_level: str, log_format: str, handler: str | None
+    config: ServerConfig,
+    log_level: str,
+    log_format: str,
+    handler: str | None,
+    metrics: TcpAddress | None = None,
 ) -> None:
-    """``config.workers`` worker processes, the parent's readiness, and signals."""
+    """``config.workers`` worker processes, the parent's readiness, signals and
+    ``--metrics``."""
     from trio_sock.service.notify import Notifier
     from trio_sock.workers.supervisor import supervise
 
@@ -198,14 +247,45 @@ async def supervise_until_signalled(
     def when_ready(supervisor: Supervisor, nursery: trio.Nursery) -> Callable[[], None]:
         _warn_if_tls_is_unused(config, supervisor.addresses)
         notifier.notify("READY=1", f"STATUS={config.workers} workers serving")
+        if scrapers:
+            nursery.start_soon(serve_metrics, scrapers, partial(_figures_of_workers, supervisor))
         return lambda: notifier.notify("STOPPING=1", f"STATUS=stopping {config.workers} workers")
 
-    await run_until_signalled(
-        start,
-        grace=config.grace,
-        when_ready=when_ready,
-        stats=lambda supervisor: supervisor.request_stats(),
-    )
+    async with _metrics_listeners(metrics) as scrapers:
+        await run_until_signalled(
+            start,
+            grace=config.grace,
+            when_ready=when_ready,
+            stats=lambda supervisor: supervisor.request_stats(),
+        )
+
+
+@contextlib.asynccontextmanager
+async def _metrics_listeners(address: TcpAddress | None) -> AsyncIterator[list[SocketListener]]:
+    """The ``--metrics`` listeners, open (bound before the server's own, so that a port in
+    use fails first) until the end; none without ``address``."""
+    if address is None:
+        yield []
+        return
+    listeners = await open_metrics_listeners(address)
+    try:
+        yield listeners
+    finally:
+        for listener in listeners:
+            listener.socket.close()
+
+
+async def _figures_of(server: Server) -> Figures:
+    from trio_sock.service.metrics import Figures
+
+    return Figures({str(address): stats for address, stats in server.stats_by_listener().items()})
+
+
+async def _figures_of_workers(supervisor: Supervisor) -> Figures:
+    from trio_sock.service.metrics import Figures
+
+    totals, workers = await supervisor.gather_stats()
+    return Figures(totals, workers)
 
 
 def _warn_if_tls_is_unused(config: ServerConfig, addresses: Sequence[Address]) -> None:

@@ -30,14 +30,16 @@ from trio_sock.config.server import ListenFd
 from trio_sock.errors import WorkerError
 from trio_sock.listen.open_all import open_listeners
 from trio_sock.listen.tcp import open_reuse_port_copy
+from trio_sock.server.stats import add_up
 from trio_sock.tls import server_context
-from trio_sock.workers.process import WorkerProcess, ending, read_ready_line
+from trio_sock.workers.process import WorkerProcess, ending, fill_closed_stdio, read_ready_line
 from trio_sock.workers.worker import WORKER_ENV, Order, WorkerRole
 
 if TYPE_CHECKING:
     from trio_sock.config.addresses import Address
     from trio_sock.config.server import ServerConfig
     from trio_sock.listen.listener import Listener
+    from trio_sock.server.stats import ByListener, ServerStats
 
 _log = logging.getLogger("trio_sock.workers")
 
@@ -58,6 +60,9 @@ EXIT_MARGIN: Final = 5.0
 #: After a cancel, a worker should be gone in milliseconds; one still there
 #: after this long is stuck, and is killed.
 CANCEL_TIMEOUT: Final = 5.0
+#: A worker answers a report order in microseconds, unless it is stuck: a scrape
+#: waits this long at most, then shows the stuck one's last report.
+REPORT_TIMEOUT: Final = 1.0
 
 
 @attrs.define(eq=False)
@@ -82,6 +87,9 @@ class Supervisor:
     _stopped: trio.Event = attrs.field(factory=trio.Event)
     _ready: trio.Event = attrs.field(factory=trio.Event)
     _started: int = 0
+    _retired: ByListener = attrs.field(factory=dict)
+    """The last figures of every worker process that exited (``active`` 0): what it
+    did stays in the sums, which never go down."""
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -114,6 +122,23 @@ class Supervisor:
         """Ask every worker to log its stats line."""
         for worker in self._running.values():
             worker.order(Order.STATS)
+
+    async def gather_stats(self) -> tuple[dict[str, ServerStats], dict[int, ByListener]]:
+        """Every worker's figures by listener, asked for now, and their sums.
+
+        Returns:
+            By listener, what every worker process since the start has done (the ones
+            that exited as of their last report); and by worker number, what the
+            worker running now has done.  A worker that does not answer within
+            ``REPORT_TIMEOUT`` is counted as of its last report.
+        """
+        running = list(self._running.values())
+        asked = [(worker, worker.ask_report()) for worker in running]
+        with trio.move_on_after(REPORT_TIMEOUT):
+            for worker, number in asked:
+                await worker.wait_for_report(number)
+        workers = {worker.number: worker.latest for worker in running if worker.received}
+        return add_up([self._retired, *workers.values()]), workers
 
     async def _kill_stragglers(self, delay: float) -> None:
         await trio.sleep(delay)
@@ -187,27 +212,33 @@ class Supervisor:
         config = attrs.evolve(
             self._config, addresses=(), listen_fds=inherited, workers=1, reuse_port=False
         )
-        role = WorkerRole(number, config, self._log_level, self._log_format, self._handler)
         fds = [fd.fd for fd in inherited]
-        env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY_ENV}
-        env[WORKER_ENV] = role.to_environment()
         argv = [sys.executable, "-m", "trio_sock", "server"]  # all else is in the role
         theirs, ours = os.pipe()
+        reports, reporter = os.pipe()
+        role = WorkerRole(
+            number, config, self._log_level, self._log_format, self._handler, reporter
+        )
+        env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY_ENV}
+        env[WORKER_ENV] = role.to_environment()
         try:
             os.set_blocking(ours, False)
             process = await trio.lowlevel.open_process(
                 argv,
                 stdin=theirs,
                 stdout=subprocess.PIPE,
-                pass_fds=fds,
+                pass_fds=[*fds, reporter],
                 env=env,
             )
         except BaseException:
             os.close(ours)
+            os.close(reports)
             raise
         finally:
             os.close(theirs)
-        worker = WorkerProcess(number, process, ours)
+            os.close(reporter)  # the worker's alone: its exit is the pipe's end
+        worker = WorkerProcess(number, process, ours, trio.lowlevel.FdStream(reports))
+        self._timers.start_soon(worker.read_reports)
         self._running[number] = worker
         if self.stopping:  # stopped while it was starting: it reads this once ready
             worker.order(Order.STOP)
@@ -230,21 +261,13 @@ class Supervisor:
                     await worker.process.wait()
             if worker.process.stdout is not None:
                 await worker.process.stdout.aclose()
+            with trio.move_on_after(REPORT_TIMEOUT):  # its last report, sent as it exited
+                await worker.ended.wait()
+            await worker.reports.aclose()
+        idle = {listener: attrs.evolve(s, active=0) for listener, s in worker.latest.items()}
+        self._retired = add_up([self._retired, idle])
         os.close(worker.lifeline)
         del self._running[worker.number]
-
-
-def _fill_closed_stdio() -> None:
-    """Open /dev/null on a closed stdin, stdout or stderr.
-
-    Otherwise a listening socket could get descriptor 0, 1 or 2, and a worker's
-    stdin and stdout (its two pipes) would land on top of it.
-    """
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            os.open(os.devnull, os.O_RDWR)  # takes the lowest free number: this one
 
 
 async def supervise(
@@ -282,7 +305,7 @@ async def supervise(
         waits for the workers to exit (killing one that does not); every exit
         path closes the listeners and removes the socket files that are still ours.
     """
-    _fill_closed_stdio()
+    fill_closed_stdio()
     if config.tls_cert is not None and config.tls_key is not None:
         server_context(config.tls_cert, config.tls_key)  # a bad file fails once, here
     listeners = await open_listeners(config)

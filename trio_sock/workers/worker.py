@@ -1,6 +1,6 @@
 """A worker's side of its link to the parent that ``supervisor`` runs.
 
-Parent and worker talk through two pipes:
+Parent and worker talk through three pipes:
 
 - the worker's stdout: it prints its ready line there, which the parent reads;
 - the worker's stdin, the *lifeline*: the parent writes one-byte orders
@@ -8,6 +8,9 @@ Parent and worker talk through two pipes:
   the kernel closes it, the worker reads end-of-file and stops gracefully.
   (``PR_SET_PDEATHSIG`` would not do: it fires when the *thread* that forked
   exits, and Trio forks from a worker thread.)
+- the *report pipe* (``WorkerRole.report_fd``): at each ``Order.REPORT``, and
+  once more as it exits, the worker writes its figures by listener there, one
+  JSON line (``report_line``), which the parent adds up for ``--metrics``.
 
 Orders rather than signals, because the workers may get the same signal from
 elsewhere at the same moment: Ctrl-C reaches the terminal's whole process
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 
     from trio_sock.config.server import ServerConfig
     from trio_sock.server.serve import Server
+    from trio_sock.server.stats import ServerStats
 
 _log = logging.getLogger("trio_sock.workers")
 
@@ -56,6 +60,8 @@ class Order(enum.Enum):
     """Cancel every client now (as a second signal)."""
     STATS = b"u"
     """Log the stats line (as SIGUSR1)."""
+    REPORT = b"r"
+    """Write the figures by listener on the report pipe (``--metrics``)."""
     ORPHANED = b""
     """Not sent: the lifeline reached end-of-file, so the parent is gone."""
 
@@ -79,6 +85,8 @@ class WorkerRole:
     """The parent's ``--log-format``."""
     handler: str | None = None
     """The parent's ``--handler MODULE:NAME``, which the worker imports for itself."""
+    report_fd: int | None = None
+    """The write end of the report pipe, inherited; ``None``: nobody asks for reports."""
 
     @classmethod
     def from_environment(cls) -> WorkerRole | None:
@@ -100,6 +108,7 @@ class WorkerRole:
                 str(fields["log_level"]),
                 str(fields["log_format"]),
                 fields["handler"] if fields["handler"] is None else str(fields["handler"]),
+                fields["report_fd"] if fields["report_fd"] is None else int(fields["report_fd"]),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise WorkerError(
@@ -116,6 +125,7 @@ class WorkerRole:
                 "log_level": self.log_level,
                 "log_format": self.log_format,
                 "handler": self.handler,
+                "report_fd": self.report_fd,
             }
         )
 
@@ -156,12 +166,43 @@ class Lifeline:
         await self._stream.aclose()
 
 
+def report_line(server: Server) -> bytes:
+    """The worker's figures by listener, as one line of the report pipe."""
+    figures = {str(address): attrs.asdict(s) for address, s in server.stats_by_listener().items()}
+    return json.dumps(figures).encode() + b"\n"
+
+
+def read_report_line(line: bytes) -> dict[str, ServerStats]:
+    """The figures in a line that ``report_line`` wrote.
+
+    Raises:
+        ValueError, TypeError: ``line`` is not such a line (a torn write, say).
+    """
+    from trio_sock.server.stats import ServerStats
+
+    fields = json.loads(line)
+    if not isinstance(fields, dict):
+        raise TypeError(f"expected a JSON object, not {line!r}")
+    return {str(listener): ServerStats(**stats) for listener, stats in fields.items()}
+
+
+def send_report(fd: int, server: Server) -> None:
+    """Write ``server``'s figures on the report pipe ``fd``, without ever blocking: a
+    parent that is gone, or not reading, misses them."""
+    try:
+        os.set_blocking(fd, False)
+        os.write(fd, report_line(server))
+    except OSError as exc:
+        _log.debug("a report to the parent was lost: %s", exc.strerror)
+
+
 async def obey_parent(
     lifeline: Lifeline,
     server: Server,
     nursery: trio.Nursery,
     grace: float,
     stats: Callable[[Server], None],
+    report_fd: int | None = None,
 ) -> None:
     """A worker's orders from its parent: as signals would say, but a STOP after a
     signal (both sent for one Ctrl-C or ``systemctl stop``) is not a second signal."""
@@ -170,6 +211,9 @@ async def obey_parent(
             order = await lifeline.next_order()
             if order is Order.STATS:
                 stats(server)
+            elif order is Order.REPORT:
+                if report_fd is not None:
+                    send_report(report_fd, server)
             elif order is Order.CANCEL:
                 _log.warning("the parent says stop now: cancelling every client")
                 nursery.cancel_scope.cancel()

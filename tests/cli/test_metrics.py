@@ -1,0 +1,226 @@
+"""``server --metrics``: scraped while load runs, and compared with the stats line."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from typing import TYPE_CHECKING
+
+import attrs
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import (
+    EVENT_TIMEOUT,
+    FAIL_TIMEOUT,
+    assert_no_traceback,
+    assert_user_error,
+    exchange,
+    run_cli,
+    wait_for_log,
+)
+from tests.workers.test_workers import poll_until
+from trio_sock import ServerStats
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.helpers import Processes, ServerProcess
+    from trio_sock.config.addresses import Address
+
+NAMES = [field.name for field in attrs.fields(ServerStats)]
+#: Clients per load thread, and threads: enough that scrapes land while it runs.
+CLIENTS = 150
+THREADS = 4
+
+Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metrics_url(server: ServerProcess) -> str:
+    log = wait_for_log(server, "metrics at http://")
+    found = re.search(r"metrics at (http://\S+/metrics)", log)
+    assert found is not None, log
+    return found[1]
+
+
+def scrape(url: str) -> Series:
+    with urllib.request.urlopen(url, timeout=EVENT_TIMEOUT) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def figure(series: Series, name: str, listener: str, worker: int | None = None) -> int:
+    kind = "trio_sock" if worker is None else "trio_sock_worker"
+    suffix = "" if name == "active" else "_total"
+    labels = [("listener", listener)] + ([] if worker is None else [("worker", str(worker))])
+    return int(series[(f"{kind}_{name}{suffix}", tuple(labels))])
+
+
+def stats_lines(server: ServerProcess) -> dict[int | None, dict[str, int]]:
+    """The newest stats line of each worker (``None``: no workers), from JSON logs."""
+    found: dict[int | None, dict[str, int]] = {}
+    for line in server.stderr().splitlines():
+        if line.startswith("{") and (record := json.loads(line))["logger"] == "trio_sock.stats":
+            found[record.get("worker")] = {name: record[name] for name in NAMES}
+    return found
+
+
+@attrs.define
+class Load:
+    """Clients that each send a few bytes on one listener and read the reply, in threads."""
+
+    addresses: dict[str, Address]
+    sent: dict[str, list[int]] = attrs.Factory(dict)
+    """By listener: connections made, bytes sent."""
+    errors: list[BaseException] = attrs.Factory(list)
+    _lock: threading.Lock = attrs.Factory(threading.Lock)
+
+    def run(self, seed: int) -> None:
+        try:
+            for i in range(CLIENTS):
+                label = list(self.addresses)[(i + seed) % len(self.addresses)]
+                data = bytes([65 + (i + seed) % 26]) * (1 + (i * 7 + seed) % 40)
+                assert exchange(self.addresses[label], data) == bytes([data[0] + 1]) * len(data)
+                with self._lock:
+                    made = self.sent.setdefault(label, [0, 0])
+                    made[0] += 1
+                    made[1] += len(data)
+        except BaseException as exc:  # the test's thread reports it
+            self.errors.append(exc)
+
+
+def start_load(server: ServerProcess) -> tuple[Load, list[threading.Thread]]:
+    load = Load({str(address): address for address in server.addresses})
+    threads = [threading.Thread(target=load.run, args=(seed,)) for seed in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    return load, threads
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_scrapes_while_load_runs_agree_with_the_load_and_the_stats_line(
+    procs: Processes, short_tmp: Path, workers: int
+) -> None:
+    server = procs.server(
+        "--unix", str(short_tmp / "s"), "--tcp", "0", "--metrics", "0",
+        "--workers", str(workers), "--log-format", "json",
+    )  # fmt: skip
+    url = metrics_url(server)
+    listeners = [str(address) for address in server.addresses]
+    load, threads = start_load(server)
+    scrapes = [scrape(url)]
+    while any(thread.is_alive() for thread in threads):
+        scrapes.append(scrape(url))
+    for thread in threads:
+        thread.join()
+    assert not load.errors, load.errors
+    # Counters never go down, scrape after scrape.
+    for before, after in itertools.pairwise(scrapes):
+        for key, value in before.items():
+            if not key[0].endswith("_active"):
+                assert after[key] >= value, (key, before, after)
+
+    def settled() -> bool:  # every client's departure counted
+        final = scrape(url)
+        return all(figure(final, "active", listener) == 0 for listener in listeners)
+
+    poll_until(settled, "no active client")
+    final = scrape(url)
+    for listener in listeners:
+        made, size = load.sent[listener]
+        assert figure(final, "accepted", listener) == made
+        assert figure(final, "bytes_in", listener) == figure(final, "bytes_out", listener) == size
+        for name in ("refused", "dropped_idle", "accept_errors", "failed"):
+            assert figure(final, name, listener) == 0
+    # The stats line: the same figures, added over the listeners.
+    server.send_signal(signal.SIGUSR1)
+    numbers = [None] if workers == 1 else list(range(1, workers + 1))
+    poll_until(lambda: set(stats_lines(server)) == set(numbers), "every stats line")
+    lines = stats_lines(server)
+    for name in NAMES:
+        assert sum(line[name] for line in lines.values()) == sum(
+            figure(final, name, listener) for listener in listeners
+        ), name
+        if workers > 1:  # and each worker's series are that worker's stats line
+            for number in range(1, workers + 1):
+                mine = sum(figure(final, name, listener, number) for listener in listeners)
+                assert mine == lines[number][name], (name, number)
+    assert server.stop() == 0
+    assert_no_traceback(server.stderr())
+
+
+def test_a_killed_workers_figures_stay_in_the_sums(procs: Processes, short_tmp: Path) -> None:
+    server = procs.server(
+        "--unix", str(short_tmp / "s"), "--metrics", "0", "--workers", "2", "--log-format", "json"
+    )  # fmt: skip
+    url = metrics_url(server)
+    (listener,) = [str(address) for address in server.addresses]
+    for i in range(40):
+        assert exchange(server.unix(), b"AB" * (1 + i % 5)) == b"BC" * (1 + i % 5)
+    before = scrape(url)
+    ready = re.findall(r"worker (\d) ready \(pid (\d+)\)", server.stderr())
+    number, pid = max((int(n), int(p)) for n, p in ready)
+    victim_accepted = figure(before, "accepted", listener, number)
+    os.kill(pid, signal.SIGKILL)
+    wait_for_log(server, f"worker {number} restarted")
+    after = scrape(url)
+    for name in NAMES:
+        if name != "active":
+            assert figure(after, name, listener) == figure(before, name, listener), name
+    # The new worker starts from nothing; the sums still hold what the old one did.
+    assert figure(after, "accepted", listener, number) == 0
+    assert figure(after, "accepted", listener) == 40
+    assert 0 <= victim_accepted <= 40
+    assert server.stop() == 0
+
+
+def test_a_metrics_port_in_use_is_one_line_and_exit_1(short_tmp: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "server", "--unix", str(short_tmp / "s"), "--metrics", str(port),
+            cwd=short_tmp, timeout=FAIL_TIMEOUT,
+        )  # fmt: skip
+    assert_user_error(
+        result, f"127.0.0.1:{port}", starts_with="trio_sock server: error: --metrics: "
+    )
+    assert not (short_tmp / "s").exists()  # nothing else was opened
+
+
+def test_without_prometheus_client_metrics_say_what_to_install(short_tmp: Path) -> None:
+    blocked = "import sys; sys.modules['prometheus_client'] = None; import runpy;"
+    runs = "runpy.run_module('trio_sock', run_name='__main__')"
+    result = subprocess.run(
+        [sys.executable, "-c", blocked + runs, "server", "--unix", str(short_tmp / "s"),
+         "--metrics", "0"],
+        cwd=short_tmp, capture_output=True, text=True, timeout=FAIL_TIMEOUT, check=False,
+    )  # fmt: skip
+    assert_user_error(
+        result, "prometheus_client", "pip install 'trio_sock[metrics]'",
+        starts_with="trio_sock server: error: --metrics needs",
+    )  # fmt: skip
+    assert not (short_tmp / "s").exists()
+
+
+@pytest.mark.parametrize("value", ["abc", "1:2:3", "70000", "localhost:"])
+def test_a_malformed_metrics_address_is_a_usage_error(short_tmp: Path, value: str) -> None:
+    result = run_cli("server", "--metrics", value, cwd=short_tmp, timeout=FAIL_TIMEOUT)
+    assert result.returncode == 2, result
+    assert "argument --metrics" in result.stderr
+    assert_no_traceback(result.stderr)
