@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from typing import TYPE_CHECKING
 
@@ -23,12 +24,14 @@ from tests.helpers import (
     FAIL_TIMEOUT,
     assert_no_traceback,
     assert_user_error,
+    connect,
     exchange,
     run_cli,
     wait_for_log,
 )
-from tests.workers.test_workers import poll_until
+from tests.workers.test_workers import poll_until, workers_of
 from trio_sock import ServerStats
+from trio_sock.workers.supervisor import REPORT_TIMEOUT
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -163,17 +166,28 @@ def test_scrapes_while_load_runs_agree_with_the_load_and_the_stats_line(
     assert_no_traceback(server.stderr())
 
 
-def test_a_killed_workers_figures_stay_in_the_sums(procs: Processes, short_tmp: Path) -> None:
+def two_workers(procs: Processes, short_tmp: Path, *options: str) -> tuple[ServerProcess, str]:
+    """Two workers on one Unix socket, with ``--metrics``; the server and its metrics' URL."""
     server = procs.server(
-        "--unix", str(short_tmp / "s"), "--metrics", "0", "--workers", "2", "--log-format", "json"
+        "--unix", str(short_tmp / "s"), "--metrics", "0", "--workers", "2",
+        "--log-format", "json", *options,
     )  # fmt: skip
-    url = metrics_url(server)
-    (listener,) = [str(address) for address in server.addresses]
+    return server, metrics_url(server)
+
+
+def worker_pids(server: ServerProcess) -> dict[int, int]:
+    """Each worker's pid, by number, as the parent logged them ready."""
+    ready = re.findall(r"worker (\d) ready \(pid (\d+)\)", server.stderr())
+    return {int(number): int(pid) for number, pid in ready}
+
+
+def test_a_killed_workers_figures_stay_in_the_sums(procs: Processes, short_tmp: Path) -> None:
+    server, url = two_workers(procs, short_tmp)
+    listener = str(server.unix())
     for i in range(40):
         assert exchange(server.unix(), b"AB" * (1 + i % 5)) == b"BC" * (1 + i % 5)
     before = scrape(url)
-    ready = re.findall(r"worker (\d) ready \(pid (\d+)\)", server.stderr())
-    number, pid = max((int(n), int(p)) for n, p in ready)
+    number, pid = max(worker_pids(server).items())
     victim_accepted = figure(before, "accepted", listener, number)
     os.kill(pid, signal.SIGKILL)
     wait_for_log(server, f"worker {number} restarted")
@@ -185,6 +199,49 @@ def test_a_killed_workers_figures_stay_in_the_sums(procs: Processes, short_tmp: 
     assert figure(after, "accepted", listener, number) == 0
     assert figure(after, "accepted", listener) == 40
     assert 0 <= victim_accepted <= 40
+    assert server.stop() == 0
+
+
+def test_while_stopping_a_worker_that_exits_leaves_its_final_figures_in_the_sums(
+    procs: Processes, short_tmp: Path
+) -> None:
+    server, url = two_workers(procs, short_tmp, "--grace", "30")
+    listener = str(server.unix())
+    with connect(server.unix()) as held:
+        held.sendall(b"A")
+        assert held.recv(1) == b"B"
+        scrape(url)  # every worker's figures as of now...
+        for _ in range(30):  # ...and then some that only their final reports can tell
+            assert exchange(server.unix(), b"AB") == b"BC"
+        server.send_signal(signal.SIGTERM)
+        poll_until(lambda: len(workers_of(server)) == 1, "the idle worker gone")
+        during = scrape(url)  # the held client's worker serves it out meanwhile
+        assert figure(during, "accepted", listener) == 31
+        assert figure(during, "bytes_in", listener) == 61
+        assert figure(during, "active", listener) == 1
+    assert server.wait() == 0
+
+
+def test_a_frozen_worker_delays_a_scrape_by_a_second_at_most(
+    procs: Processes, short_tmp: Path
+) -> None:
+    server, url = two_workers(procs, short_tmp)
+    listener = str(server.unix())
+    for _ in range(10):
+        assert exchange(server.unix(), b"A") == b"B"
+    before = scrape(url)
+    pid = worker_pids(server)[1]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        during = scrape(url)  # the other worker answers; this one is shown as it was
+        took = time.monotonic() - start
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert REPORT_TIMEOUT <= took < REPORT_TIMEOUT + 2, took
+    assert during == before
+    assert figure(during, "accepted", listener) == 10
+    assert scrape(url) == before
     assert server.stop() == 0
 
 

@@ -11,6 +11,7 @@ import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
+import trio_sock.service.metrics_endpoint
 from trio_sock import ServerStats, TcpAddress
 from trio_sock.errors import ListenError
 from trio_sock.service.metrics import Figures, exposition
@@ -223,3 +224,21 @@ async def test_a_port_in_use_is_a_listen_error_naming_the_option(nursery: trio.N
     with pytest.raises(ListenError, match=r"^--metrics: .*127\.0\.0\.1") as raised:
         await open_metrics_listeners(TcpAddress(*where))
     assert raised.value.errno is not None
+
+
+async def test_scrapers_beyond_the_limit_are_closed_at_once(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trio_sock.service.metrics_endpoint, "MAX_SCRAPERS", 2)
+    where = await start_endpoint(nursery, figures_now)
+    holders = [await trio.open_tcp_stream(*where) for _ in range(2)]
+    await trio.testing.wait_all_tasks_blocked()  # both hold a slot, reading their request
+    with trio.fail_after(5):
+        async with await trio.open_tcp_stream(*where) as third:
+            # No room: closed before a byte is read (so sending none, lest it be reset).
+            assert await third.receive_some() == b""
+    await holders[0].aclose()
+    await trio.testing.wait_all_tasks_blocked()  # its slot is given back
+    status, _, _ = await request(where, b"GET /metrics HTTP/1.1\r\n\r\n")
+    assert status == "HTTP/1.1 200 OK"
+    await holders[1].aclose()

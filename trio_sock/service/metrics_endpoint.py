@@ -30,6 +30,9 @@ _log = logging.getLogger("trio_sock.service")
 REQUEST_TIMEOUT: Final = 10.0
 #: A request head longer than this is no scrape.
 MAX_HEAD: Final = 8192
+#: Scrapers served at once; one more is closed at once, so that a flood of them can
+#: take neither the server's descriptors nor its CPU.  Prometheus sends one at a time.
+MAX_SCRAPERS: Final = 16
 #: Prometheus' text format, as ``prometheus_client.generate_latest`` writes it.
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 PATH: Final = "/metrics"
@@ -63,31 +66,49 @@ async def serve_metrics(
         host, port = listener.socket.getsockname()[:2]
         host = f"[{host}]" if ":" in host else host
         _log.info("metrics at http://%s:%d%s", host, port, PATH)
-    await trio.serve_listeners(partial(_answer, collect), listeners)
+    slots = trio.CapacityLimiter(MAX_SCRAPERS)
+    await trio.serve_listeners(partial(_answer, collect, slots), listeners)
 
 
-async def _answer(collect: Callable[[], Awaitable[Figures]], stream: trio.SocketStream) -> None:
+async def _answer(
+    collect: Callable[[], Awaitable[Figures]],
+    slots: trio.CapacityLimiter,
+    stream: trio.SocketStream,
+) -> None:
     """One scraper's connection: one request, one response."""
-    from trio_sock.service.metrics import exposition  # prometheus_client: only if asked for
-
     async with stream:
+        try:
+            slots.acquire_nowait()
+        except trio.WouldBlock:
+            return  # closed at once
         try:
             with trio.move_on_after(REQUEST_TIMEOUT):
                 head = await _read_head(stream)
-                status, body, headers = _check(head)
-                if status == _OK:
-                    try:
-                        body = exposition(await collect())
-                        headers = f"Content-Type: {CONTENT_TYPE}\r\n"
-                    except Exception as exc:  # a bug of ours: a traceback for whoever fixes it
-                        _log.exception("collecting the metrics failed", exc_info=exc)
-                        status, body = "500 Internal Server Error", _FAILED
-                length = len(body)
-                if head is not None and head.startswith(b"HEAD "):
-                    body = b""
-                await stream.send_all(_response(status, headers, body, length))
+                await stream.send_all(await _response_to(head, collect))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the scraper left: nothing to answer
+        finally:
+            slots.release()
+
+
+async def _response_to(head: bytes | None, collect: Callable[[], Awaitable[Figures]]) -> bytes:
+    """The whole response to the request ``head`` (``None``: none that can be read)."""
+    from trio_sock.service.metrics import exposition  # prometheus_client: only if asked for
+
+    status, body, headers = _check(head)
+    if status == _OK:
+        try:
+            body = exposition(await collect())
+            headers = f"Content-Type: {CONTENT_TYPE}\r\n"
+        except Exception as exc:  # a bug of ours: a traceback for whoever fixes it
+            _log.exception("collecting the metrics failed", exc_info=exc)
+            status, body = "500 Internal Server Error", _FAILED
+    length = len(body)
+    if head is not None and head.startswith(b"HEAD "):
+        body = b""
+    return (
+        f"HTTP/1.1 {status}\r\n{headers}Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
 
 
 async def _read_head(stream: trio.SocketStream) -> bytes | None:
@@ -115,8 +136,3 @@ def _check(head: bytes | None) -> tuple[str, bytes, str]:
     if method not in (b"GET", b"HEAD"):
         return "405 Method Not Allowed", b"GET or HEAD only\n", f"Allow: GET, HEAD\r\n{_TEXT}"
     return _OK, b"", _TEXT
-
-
-def _response(status: str, headers: str, body: bytes, length: int) -> bytes:
-    head = f"HTTP/1.1 {status}\r\n{headers}Content-Length: {length}\r\nConnection: close\r\n\r\n"
-    return head.encode() + body

@@ -132,11 +132,12 @@ class Supervisor:
             worker running now has done.  A worker that does not answer within
             ``REPORT_TIMEOUT`` is counted as of its last report.
         """
-        running = list(self._running.values())
-        asked = [(worker, worker.ask_report()) for worker in running]
+        asked = [(worker, worker.ask_report()) for worker in self._running.values()]
         with trio.move_on_after(REPORT_TIMEOUT):
             for worker, number in asked:
                 await worker.wait_for_report(number)
+        # Who runs now, not who was asked: one that exited meanwhile is in _retired.
+        running = self._running.values()
         workers = {worker.number: worker.latest for worker in running if worker.received}
         return add_up([self._retired, *workers.values()]), workers
 
