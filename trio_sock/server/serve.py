@@ -75,12 +75,8 @@ class Server:
         return ServerStats.total(counters.snapshot() for counters in self._counters)
 
     def stats_by_listener(self) -> dict[Address, ServerStats]:
-        """``stats()`` for each listener, in the order of ``addresses``.
-
-        Two listeners may share an address (``localhost`` can bind ``::1`` and
-        ``127.0.0.1``, each reported as itself, but ``--fd`` may pass two sockets of
-        one address): their figures are then added up under it.
-        """
+        """``stats()`` for each listener, in the order of ``addresses``; listeners that
+        share an address (two ``--fd`` sockets bound to one) are added up under it."""
         pairs = zip(self.addresses, self._counters, strict=True)
         return add_up({address: counters.snapshot()} for address, counters in pairs)
 
