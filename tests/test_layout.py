@@ -10,6 +10,7 @@ exists between modules, counting imports inside functions too.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Final
 
@@ -119,3 +120,15 @@ def test_the_ready_line_is_written_in_one_module() -> None:
         if '"server waiting on' in path.read_text()
     ]
     assert holders == ["trio_sock.server.ready"]
+
+
+def test_the_readmes_map_of_the_code_names_every_module() -> None:
+    readme = (PACKAGE.parent / "README.md").read_text()
+    tree = readme.split("## The code", 1)[1].split("```", 2)[1]
+    named = set(re.findall(r"([a-z_]+\.py)\b", tree))
+    modules = {
+        path.name
+        for path in PACKAGE.rglob("*.py")
+        if not path.name.startswith("_") and "__pycache__" not in path.parts
+    }
+    assert modules - named == set(), "README's map of the code misses these modules"
