@@ -255,7 +255,10 @@ def test_a_metrics_port_in_use_is_one_line_and_exit_1(short_tmp: Path) -> None:
             cwd=short_tmp, timeout=FAIL_TIMEOUT,
         )  # fmt: skip
     assert_user_error(
-        result, f"127.0.0.1:{port}", starts_with="trio_sock server: error: --metrics: "
+        result,
+        f"127.0.0.1:{port}: address already in use",
+        "with --metrics",
+        starts_with="trio_sock server: error: cannot listen on",
     )
     assert not (short_tmp / "s").exists()  # nothing else was opened
 
@@ -273,6 +276,38 @@ def test_without_prometheus_client_metrics_say_what_to_install(short_tmp: Path) 
         starts_with="trio_sock server: error: --metrics needs",
     )  # fmt: skip
     assert not (short_tmp / "s").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "clash"),
+    [
+        (["--metrics", "9734"], "tcp:127.0.0.1:9734"),  # the default TCP listener
+        (["--tcp", "0.0.0.0:9100", "--metrics", "9100"], "tcp:0.0.0.0:9100"),
+        (["--tcp", "[::1]:9100", "--metrics", "[::]:9100"], "tcp:[::1]:9100"),
+        (["--tcp", "127.0.0.1:9100", "--metrics", "0.0.0.0:9100"], "tcp:127.0.0.1:9100"),
+    ],
+)
+def test_metrics_on_a_port_the_server_listens_on_is_a_usage_error(
+    short_tmp: Path, options: list[str], clash: str
+) -> None:
+    result = run_cli("server", *options, cwd=short_tmp, timeout=FAIL_TIMEOUT)
+    assert result.returncode == 2, result
+    assert f"argument --metrics: the server listens on {clash} already" in result.stderr
+    assert_no_traceback(result.stderr)
+    assert not (short_tmp / "server_socket").exists()
+
+
+def test_metrics_on_the_same_port_of_another_family_is_no_clash(short_tmp: Path) -> None:
+    from trio_sock.cli.options import parse
+
+    for options in (
+        ["--tcp", "127.0.0.1:9100", "--metrics", "[::]:9100"],
+        ["--tcp", "[::1]:9100", "--metrics", "0.0.0.0:9100"],
+        ["--tcp", "127.0.0.2:9100", "--metrics", "127.0.0.1:9100"],
+        ["--tcp", "0", "--metrics", "0"],
+    ):
+        command = parse(["server", *options])
+        assert command.metrics is not None, options
 
 
 @pytest.mark.parametrize("value", ["abc", "1:2:3", "70000", "localhost:"])

@@ -221,7 +221,7 @@ async def test_a_failure_to_collect_ends_that_request_only(
 
 async def test_a_port_in_use_is_a_listen_error_naming_the_option(nursery: trio.Nursery) -> None:
     where = await start_endpoint(nursery, figures_now)
-    with pytest.raises(ListenError, match=r"^--metrics: .*127\.0\.0\.1") as raised:
+    with pytest.raises(ListenError, match=r"127\.0\.0\.1.*in use.* with --metrics$") as raised:
         await open_metrics_listeners(TcpAddress(*where))
     assert raised.value.errno is not None
 

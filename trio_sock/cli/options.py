@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, NoReturn
 import attrs
 
 from trio_sock.cli.client_options import add_client_options, client_config
-from trio_sock.cli.server_options import add_server_options, server_config, tls_without_tcp
+from trio_sock.cli.server_options import (
+    add_server_options,
+    metrics_clash,
+    server_config,
+    tls_without_tcp,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -142,8 +147,14 @@ def parse(argv: Sequence[str] | None = None, *, prog: str | None = None) -> Comm
                     " leave them out to serve a handler"
                 )
             given = args.unix or args.tcp or args.fd
+            config = server_config(args)
+            if clash := metrics_clash(args, config):
+                subparser.error(
+                    f"argument --metrics: the server listens on {clash} already; give the"
+                    " metrics a port of their own"
+                )
             return Command(
-                server_config(args),
+                config,
                 args.log_level,
                 args.log_format,
                 not given,

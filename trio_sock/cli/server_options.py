@@ -21,6 +21,7 @@ from trio_sock.cli.values import (
     workers,
 )
 from trio_sock.config import defaults
+from trio_sock.config.addresses import TcpAddress
 
 if TYPE_CHECKING:
     import argparse
@@ -238,6 +239,30 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         proxy_protocol=args.proxy_protocol,
         trace=args.trace,
     )
+
+
+def metrics_clash(args: argparse.Namespace, config: ServerConfig) -> Address | None:
+    """The server's TCP address whose port ``--metrics`` names too, if any: one of them
+    could not listen (port 0 never clashes; host names are not resolved)."""
+    metrics: TcpAddress | None = args.metrics
+    if metrics is None or metrics.port == 0:
+        return None
+    for address in config.addresses:
+        if not isinstance(address, TcpAddress) or address.port != metrics.port:
+            continue
+        hosts = {address.host, metrics.host}
+        # A wildcard takes the port on every address of its family only (Trio opens
+        # IPv6 listeners with IPV6_V6ONLY): 0.0.0.0 and [::] do not clash.
+        if len(hosts) == 1 or _wildcard_of(hosts, "0.0.0.0") or _wildcard_of(hosts, "::"):
+            return address
+    return None
+
+
+def _wildcard_of(hosts: set[str], wildcard: str) -> bool:
+    """True if one of two hosts is ``wildcard`` and the other of its family (IPv6 hosts
+    have a colon; a name counts as IPv4, which is how it usually resolves)."""
+    other = hosts - {wildcard}
+    return len(other) == 1 and (":" in wildcard) == (":" in next(iter(other)))
 
 
 def tls_without_tcp(args: argparse.Namespace) -> bool:

@@ -125,9 +125,13 @@ class Listener:
         self.socket.close()
 
 
-def explain(address: Address, exc: OSError) -> ListenError:
-    """Translate an OS error into one line that says what to do; the one place that does."""
-    option = "--tcp" if isinstance(address, TcpAddress) else "--unix"
+def explain(address: Address, exc: OSError, option: str | None = None) -> ListenError:
+    """Translate an OS error into one line that says what to do; the one place that does.
+
+    ``option`` is the command-line option that gave ``address``: by default ``--tcp``
+    or ``--unix``, as its kind says."""
+    if option is None:
+        option = "--tcp" if isinstance(address, TcpAddress) else "--unix"
     if isinstance(exc, socket.gaierror):
         reason = f"cannot resolve host {address.host!r} ({exc.strerror})"  # type: ignore[union-attr]
         hint = f"use an IP address or a known host name with {option}"

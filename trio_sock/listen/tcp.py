@@ -22,6 +22,7 @@ async def open_tcp_listeners(
     backlog: int | None = None,
     reuse_port: bool = False,
     tracer: Tracer | None = None,
+    option: str = "--tcp",
 ) -> list[Listener]:
     """Listen on a TCP address, as ``trio.open_tcp_listeners`` does.
 
@@ -34,6 +35,7 @@ async def open_tcp_listeners(
         reuse_port: Set ``SO_REUSEPORT``, so that ``open_reuse_port_copy`` (or another
             process of this user asking for it too) may bind the same address.
         tracer: ``--trace``: the socket, bind and listen calls are written.
+        option: The option that gave ``address``, which an error message names.
 
     Raises:
         ListenError: with a message that says what to do.
@@ -43,7 +45,7 @@ async def open_tcp_listeners(
     try:
         opened = await trio.open_tcp_listeners(address.port, host=address.host, backlog=backlog)
     except OSError as exc:
-        raise explain(address, exc) from exc
+        raise explain(address, exc, option) from exc
     listeners = []
     for listener in opened:
         # The server accepts on plain non-blocking sockets, so take the fd over.

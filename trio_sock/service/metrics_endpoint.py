@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from trio_sock.errors import ListenError
 from trio_sock.listen.tcp import open_tcp_listeners
 
 if TYPE_CHECKING:
@@ -45,12 +44,9 @@ async def open_metrics_listeners(address: TcpAddress) -> list[trio.SocketListene
     """Listen on ``address`` for scrapers.
 
     Raises:
-        ListenError: as for any listener, its message beginning ``--metrics``.
+        ListenError: as for any listener, its message naming ``--metrics``.
     """
-    try:
-        listeners = await open_tcp_listeners(address)
-    except ListenError as exc:
-        raise ListenError(f"--metrics: {exc}", errno=exc.errno) from exc
+    listeners = await open_tcp_listeners(address, option="--metrics")
     return [
         trio.SocketListener(trio.socket.from_stdlib_socket(listener.socket))
         for listener in listeners
