@@ -7,6 +7,8 @@ shows it).  With ``--workers`` the families are the sums over the workers, and
 ``trio_sock_worker_*`` repeat them for each worker, labelled ``worker``: a
 query can then add them up itself, or see one worker stall.
 
+The figures come from ``figures_of`` (one server) or ``figures_of_workers``
+(the parent asks every worker); ``metrics_endpoint`` serves them.
 ``prometheus_client`` writes the format; it is imported here only, and this
 module only when ``--metrics`` is asked for.
 """
@@ -23,6 +25,9 @@ from trio_sock.server.stats import ByListener, ServerStats
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
+
+    from trio_sock.server.serve import Server
+    from trio_sock.workers.supervisor import Supervisor
 
 #: What each figure means, as ``# HELP`` says it.
 _HELP: Final = {
@@ -47,6 +52,18 @@ class Figures:
     """By listener, everything the server (with ``--workers``, every worker) has done."""
     workers: Mapping[int, ByListener] = attrs.field(factory=dict)
     """With ``--workers``, each worker's own figures, by worker number."""
+
+
+async def figures_of(server: Server) -> Figures:
+    """One server's figures, for a scrape."""
+    by_listener = server.stats_by_listener()
+    return Figures({str(address): stats for address, stats in by_listener.items()})
+
+
+async def figures_of_workers(supervisor: Supervisor) -> Figures:
+    """The workers' figures, asked of each at this scrape (``Supervisor.gather_stats``)."""
+    totals, workers = await supervisor.gather_stats()
+    return Figures(totals, workers)
 
 
 def exposition(figures: Figures) -> bytes:

@@ -9,6 +9,7 @@ collecting the figures, ends that request and never the server.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from functools import partial
 from typing import TYPE_CHECKING, Final
@@ -18,7 +19,7 @@ import trio
 from trio_sock.listen.tcp import open_tcp_listeners
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from trio_sock.config.addresses import TcpAddress
     from trio_sock.service.metrics import Figures
@@ -38,6 +39,25 @@ PATH: Final = "/metrics"
 _OK: Final = "200 OK"
 _TEXT: Final = "Content-Type: text/plain; charset=utf-8\r\n"
 _FAILED: Final = b"the figures could not be collected: see the server's log\n"
+
+
+@contextlib.asynccontextmanager
+async def metrics_listeners(address: TcpAddress | None) -> AsyncIterator[list[trio.SocketListener]]:
+    """The listeners for ``address``, open until the end (none if it is ``None``): a
+    server opens them before its own, so that a port in use fails before anything else.
+
+    Raises:
+        ListenError: as ``open_metrics_listeners``.
+    """
+    if address is None:
+        yield []
+        return
+    listeners = await open_metrics_listeners(address)
+    try:
+        yield listeners
+    finally:
+        for listener in listeners:
+            listener.socket.close()
 
 
 async def open_metrics_listeners(address: TcpAddress) -> list[trio.SocketListener]:

@@ -20,19 +20,16 @@ import trio
 from trio_sock.config.addresses import TcpAddress
 from trio_sock.errors import TrioSockError
 from trio_sock.server.handlers import check_handler_spec, import_handler
-from trio_sock.service.metrics_endpoint import open_metrics_listeners, serve_metrics
+from trio_sock.service.metrics_endpoint import metrics_listeners, serve_metrics
 from trio_sock.service.signalled import run_until_signalled
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-
-    from trio import SocketListener
+    from collections.abc import Callable, Iterator, Sequence
 
     from trio_sock.config.addresses import Address
     from trio_sock.config.server import ServerConfig
     from trio_sock.server.handlers import Handler
     from trio_sock.server.serve import Server
-    from trio_sock.service.metrics import Figures
     from trio_sock.workers.supervisor import Supervisor
     from trio_sock.workers.worker import WorkerRole
 
@@ -206,10 +203,12 @@ async def serve_until_signalled(
                 obey_parent, lifeline, server, nursery, config.grace, log_stats, role.report_fd
             )
         if scrapers:
-            nursery.start_soon(serve_metrics, scrapers, partial(_figures_of, server))
+            from trio_sock.service.metrics import figures_of  # prometheus_client: if asked
+
+            nursery.start_soon(serve_metrics, scrapers, partial(figures_of, server))
         return lambda: status.notify("STOPPING=1")
 
-    async with _metrics_listeners(metrics) as scrapers:
+    async with metrics_listeners(metrics) as scrapers:
         server = await run_until_signalled(
             start, grace=config.grace, when_ready=when_ready, stats=log_stats
         )
@@ -248,44 +247,18 @@ async def supervise_until_signalled(
         _warn_if_tls_is_unused(config, supervisor.addresses)
         notifier.notify("READY=1", f"STATUS={config.workers} workers serving")
         if scrapers:
-            nursery.start_soon(serve_metrics, scrapers, partial(_figures_of_workers, supervisor))
+            from trio_sock.service.metrics import figures_of_workers  # as above
+
+            nursery.start_soon(serve_metrics, scrapers, partial(figures_of_workers, supervisor))
         return lambda: notifier.notify("STOPPING=1", f"STATUS=stopping {config.workers} workers")
 
-    async with _metrics_listeners(metrics) as scrapers:
+    async with metrics_listeners(metrics) as scrapers:
         await run_until_signalled(
             start,
             grace=config.grace,
             when_ready=when_ready,
             stats=lambda supervisor: supervisor.request_stats(),
         )
-
-
-@contextlib.asynccontextmanager
-async def _metrics_listeners(address: TcpAddress | None) -> AsyncIterator[list[SocketListener]]:
-    """The ``--metrics`` listeners, open (bound before the server's own, so that a port in
-    use fails first) until the end; none without ``address``."""
-    if address is None:
-        yield []
-        return
-    listeners = await open_metrics_listeners(address)
-    try:
-        yield listeners
-    finally:
-        for listener in listeners:
-            listener.socket.close()
-
-
-async def _figures_of(server: Server) -> Figures:
-    from trio_sock.service.metrics import Figures
-
-    return Figures({str(address): stats for address, stats in server.stats_by_listener().items()})
-
-
-async def _figures_of_workers(supervisor: Supervisor) -> Figures:
-    from trio_sock.service.metrics import Figures
-
-    totals, workers = await supervisor.gather_stats()
-    return Figures(totals, workers)
 
 
 def _warn_if_tls_is_unused(config: ServerConfig, addresses: Sequence[Address]) -> None:
