@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import attrs
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import (
     EVENT_TIMEOUT,
@@ -29,8 +28,8 @@ from tests.helpers import (
     run_cli,
     wait_for_log,
 )
+from tests.service.test_metrics import NAMES, Series, samples
 from tests.workers.test_workers import poll_until, workers_of
-from trio_sock import ServerStats
 from trio_sock.workers.supervisor import REPORT_TIMEOUT
 
 if TYPE_CHECKING:
@@ -39,12 +38,9 @@ if TYPE_CHECKING:
     from tests.helpers import Processes, ServerProcess
     from trio_sock.config.addresses import Address
 
-NAMES = [field.name for field in attrs.fields(ServerStats)]
 #: Clients per load thread, and threads: enough that scrapes land while it runs.
 CLIENTS = 150
 THREADS = 4
-
-Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def metrics_url(server: ServerProcess) -> str:
@@ -58,12 +54,7 @@ def scrape(url: str) -> Series:
     with urllib.request.urlopen(url, timeout=EVENT_TIMEOUT) as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+        return samples(response.read().decode())
 
 
 def figure(series: Series, name: str, listener: str, worker: int | None = None) -> int:

@@ -33,7 +33,11 @@ def stats(base: int) -> ServerStats:
     return ServerStats(**{name: base + i for i, name in enumerate(NAMES)})
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+#: Every sample of a scrape, by name and sorted labels.
+Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(text: str) -> Series:
     """Every sample of a scrape, by name and labels, as Prometheus' own parser reads it."""
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -113,6 +117,17 @@ async def figures_now() -> Figures:
     return Figures({"unix:s": stats(7)})
 
 
+@attrs.define
+class Counted:
+    """``figures_now``, counting the scrapes that asked for it."""
+
+    asked: int = 0
+
+    async def __call__(self) -> Figures:
+        self.asked += 1
+        return await figures_now()
+
+
 async def test_get_metrics_answers_in_the_text_format(nursery: trio.Nursery) -> None:
     where = await start_endpoint(nursery, figures_now)
     status, headers, body = await request(where, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -145,30 +160,18 @@ async def test_head_gives_the_length_without_the_body(nursery: trio.Nursery) -> 
 async def test_anything_else_gets_an_error_and_no_figures(
     nursery: trio.Nursery, raw: bytes, status: str
 ) -> None:
-    asked = 0
-
-    async def collect() -> Figures:
-        nonlocal asked
-        asked += 1
-        return await figures_now()
-
+    collect = Counted()
     where = await start_endpoint(nursery, collect)
     got, headers, body = await request(where, raw)
     assert got == f"HTTP/1.1 {status}"
     assert headers["Content-Type"] == "text/plain; charset=utf-8"
     assert b"trio_sock_" not in body
     assert body.endswith(b"\n")
-    assert asked == 0
+    assert collect.asked == 0
 
 
 async def test_a_head_too_long_is_refused_without_collecting(nursery: trio.Nursery) -> None:
-    asked = 0
-
-    async def collect() -> Figures:
-        nonlocal asked
-        asked += 1
-        return await figures_now()
-
+    collect = Counted()
     where = await start_endpoint(nursery, collect)
     head = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20_000
     try:
@@ -177,9 +180,9 @@ async def test_a_head_too_long_is_refused_without_collecting(nursery: trio.Nurse
         pass
     else:
         assert (status, body) == ("HTTP/1.1 400 Bad Request", b"not an HTTP/1 request\n")
-    assert asked == 0
+    assert collect.asked == 0
     status, _, _ = await request(where, b"GET /metrics HTTP/1.1\r\n\r\n")
-    assert (status, asked) == ("HTTP/1.1 200 OK", 1)
+    assert (status, collect.asked) == ("HTTP/1.1 200 OK", 1)
 
 
 async def test_a_slow_scraper_is_dropped_and_others_are_served(
